@@ -1,0 +1,120 @@
+"""The `cloudboot` command.
+
+Every subcommand takes --data-dir. Errors a technician can fix (a missing
+interface, a port in use, an unwritable data directory) are printed as one
+line starting with "cloudboot: error:" and exit with status 2; a traceback is
+a bug, never a message.
+"""
+
+import argparse
+import sys
+
+from appliance import config
+
+
+class CliError(Exception):
+    """An error the operator can act on; printed as one line."""
+
+
+def _add_data_dir(parser):
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="appliance data directory (store, keys, certificates, boot files); "
+        "default: server.data_dir from the configuration, /var/lib/cloudboot",
+    )
+    parser.add_argument("--config", default=None, help="TOML configuration file")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="cloudboot", description="CloudBoot NG appliance")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run proxyDHCP, TFTP, HTTP(S), DNS and the API")
+    _add_data_dir(serve)
+    serve.add_argument("--interface", help="the PXE-facing network interface")
+    serve.add_argument("--http-port", type=int, help="boot files and iPXE scripts (default 80)")
+    serve.add_argument("--https-port", type=int, help="API and web page (default 443)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", choices=["text", "json"])
+
+    token = commands.add_parser("token", help="API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    issue = token_commands.add_parser("issue", help="issue a token and print it once")
+    _add_data_dir(issue)
+    issue.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
+    issue.add_argument("--user", default="admin", help="user the token belongs to")
+
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def load_settings(args):
+    overrides = {
+        "server.data_dir": getattr(args, "data_dir", None),
+        "server.interface": getattr(args, "interface", None),
+        "server.http_port": getattr(args, "http_port", None),
+        "server.https_port": getattr(args, "https_port", None),
+        "log.level": getattr(args, "log_level", None),
+        "log.format": getattr(args, "log_format", None),
+    }
+    return config.load(args.config, overrides)
+
+
+def cmd_serve(args):
+    from appliance import log, serve
+
+    settings = load_settings(args)
+    if not settings.server.interface:
+        raise CliError("serve needs --interface (or server.interface in the configuration)")
+
+    log.setup(settings.log.level, settings.log.format)
+    try:
+        serve.main(settings)
+    except serve.StartupError as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
+def cmd_token_issue(args):
+    from appliance.core import auth
+
+    settings = load_settings(args)
+    try:
+        token = auth.issue_token_cli(settings.server.data_dir, args.role, args.user)
+    except auth.AuthError as e:
+        raise CliError(str(e)) from None
+    print(token)
+    return 0
+
+
+def cmd_version(args):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        print(version("cloudboot-ng"))
+    except PackageNotFoundError:
+        print("unknown (not installed as a package)")
+    return 0
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {
+        "serve": cmd_serve,
+        "token": cmd_token_issue,
+        "version": cmd_version,
+    }
+
+    try:
+        return handlers[args.command](args)
+    except (CliError, config.ConfigError) as e:
+        print(f"cloudboot: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

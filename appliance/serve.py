@@ -1,0 +1,220 @@
+"""`cloudboot serve`: start every service of the appliance in one trio nursery.
+
+Start-up checks come first and fail with one clear sentence (no such
+interface, no IPv4 address, data directory not writable, port in use, not
+permitted to bind). Once running, a failing request or packet is contained by
+the service that received it; only a failure to start stops the appliance.
+"""
+
+import errno
+import logging
+import os
+import socket
+from pathlib import Path
+
+import psutil
+import trio
+
+logger = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The appliance cannot start; the message says why and what to change."""
+
+
+def interface_address(name):
+    """The first IPv4 address of interface `name`."""
+    addresses = psutil.net_if_addrs()
+    if name not in addresses:
+        known = ", ".join(sorted(addresses)) or "none"
+        raise StartupError(f"no such network interface {name!r} (interfaces here: {known})")
+
+    for entry in addresses[name]:
+        if entry.family == socket.AF_INET:
+            return entry.address
+
+    raise StartupError(f"interface {name!r} has no IPv4 address; the PXE plane needs one")
+
+
+def prepare_data_dir(path):
+    """Create the data directory (0700) and prove it is writable."""
+    path = Path(path)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise StartupError(f"data directory {path} is not writable: {e.strerror}") from None
+    return path
+
+
+def describe_bind_error(service, port, proto, error):
+    """Turn an OSError from bind() into a sentence an operator can act on."""
+    if error.errno == errno.EADDRINUSE:
+        return f"{service}: port {port}/{proto} is already in use (another server running?)"
+    if error.errno == errno.EACCES:
+        return (
+            f"{service}: not permitted to bind port {port}/{proto} "
+            "(run as root or grant CAP_NET_BIND_SERVICE)"
+        )
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"{service}: address for port {port}/{proto} is not on this machine"
+    return f"{service}: cannot listen on port {port}/{proto}: {error.strerror or error}"
+
+
+async def start_service(nursery, service, port, proto, fn, *args, **kwargs):
+    try:
+        return await nursery.start(fn, *args, **kwargs)
+    except OSError as e:
+        raise StartupError(describe_bind_error(service, port, proto, e)) from None
+
+
+def main(settings):
+    """Run until interrupted. Raises StartupError when a start-up check fails."""
+    try:
+        trio.run(run, settings)
+    except* StartupError as group:
+        raise group.exceptions[0] from None
+
+
+async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
+    from appliance import api
+    from appliance.boot import artifacts, dns, proxydhcp, tftp
+    from appliance.core import engine
+    from appliance.core.app import App
+    from appliance.http import Router
+    from appliance.http import serve as serve_http
+    from appliance.http.tls import certificate_fingerprint, ensure_self_signed, make_ssl_context
+    from appliance.store import Store
+
+    address = interface_address(settings.server.interface)
+    if not settings.server.advertise_address:
+        settings.server.advertise_address = address
+    data_dir = prepare_data_dir(settings.server.data_dir)
+    for folder in (settings.tftp_root, settings.boot_root):
+        folder.mkdir(parents=True, exist_ok=True)
+
+    store = await Store.open(data_dir / "cloudboot.db", settings.store)
+    cert, key = _certificate(settings, data_dir, address, ensure_self_signed)
+    fingerprint = certificate_fingerprint(cert)
+    app = App(store=store, settings=settings)
+    app.fingerprint = fingerprint
+    app.address = address
+    logger.info(
+        "appliance %s starting on %s (%s), certificate %s",
+        store.appliance_id,
+        settings.server.interface,
+        address,
+        fingerprint,
+    )
+
+    boot_router = Router()
+    artifacts.register_routes(boot_router, settings, api.script_for_mac(app))
+    api_router = Router()
+    services = {}
+    api.register_routes(api_router, app, lambda: dict(services))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await _start_all(
+                nursery,
+                settings,
+                address,
+                services,
+                boot_router,
+                api_router,
+                app,
+                make_ssl_context(cert, key),
+                serve_http,
+                proxydhcp,
+                tftp,
+                dns,
+                engine,
+            )
+            logger.info(
+                "appliance ready: http://%s:%d https://%s:%d",
+                address,
+                settings.server.http_port,
+                address,
+                settings.server.https_port,
+            )
+            task_status.started(app)
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.close()
+
+
+async def _start_all(
+    nursery,
+    settings,
+    address,
+    services,
+    boot_router,
+    api_router,
+    app,
+    ssl_context,
+    serve_http,
+    proxydhcp,
+    tftp,
+    dns,
+    engine,
+):
+    if settings.dhcp.enabled:
+        await start_service(
+            nursery,
+            "proxyDHCP",
+            settings.dhcp.port,
+            "udp",
+            proxydhcp.serve,
+            settings,
+            address,
+            settings.server.interface,
+        )
+        services["proxydhcp"] = True
+    if settings.tftp.enabled:
+        await start_service(
+            nursery, "TFTP", settings.tftp.port, "udp", tftp.serve, settings, address
+        )
+        services["tftp"] = True
+    await start_service(
+        nursery,
+        "HTTP",
+        settings.server.http_port,
+        "tcp",
+        serve_http,
+        boot_router,
+        address,
+        settings.server.http_port,
+        settings.http,
+    )
+    services["http"] = True
+    await start_service(
+        nursery,
+        "HTTPS",
+        settings.server.https_port,
+        "tcp",
+        serve_http,
+        api_router,
+        address,
+        settings.server.https_port,
+        settings.http,
+        ssl_context=ssl_context,
+    )
+    services["https"] = True
+    if settings.dns.enabled:
+        await start_service(nursery, "DNS", settings.dns.port, "udp", dns.serve, settings, address)
+        services["dns"] = True
+    await nursery.start(engine.run, app)
+    services["jobs"] = True
+
+
+def _certificate(settings, data_dir, address, ensure_self_signed):
+    if settings.http.tls_certificate:
+        for path in (settings.http.tls_certificate, settings.http.tls_private_key):
+            if not os.access(path, os.R_OK):
+                raise StartupError(f"TLS file {path!r} is not readable")
+        return settings.http.tls_certificate, settings.http.tls_private_key
+
+    names = [settings.server.service_name, f"{settings.server.service_name}.{settings.dns.domain}"]
+    return ensure_self_signed(data_dir, names, [address])

@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""One entry for everything: `python3 build.py test|lab|bootos|binary|image`.
+
+Each command does all of its own set-up on a fresh Debian machine: the Debian
+packages it needs (requirements/apt.txt), the virtual environment (.venv) with
+the project installed, and the builds it depends on. Only the standard library
+is used here, because nothing else exists yet when this runs.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+VENV = REPO / ".venv"
+VENV_PYTHON = VENV / "bin" / "python"
+BUILD = REPO / ".build"
+BOOTOS_OUT = BUILD / "bootos"
+
+
+class BuildError(Exception):
+    """A step failed; the message says which and why."""
+
+
+def step(message):
+    print(f"==> {message}", flush=True)
+
+
+def run(cmd, **kwargs):
+    printable = " ".join(str(c) for c in cmd)
+    try:
+        return subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+    except FileNotFoundError:
+        raise BuildError(f"command not found: {cmd[0]} (while running: {printable})") from None
+    except subprocess.CalledProcessError as e:
+        raise BuildError(f"failed with exit code {e.returncode}: {printable}") from None
+
+
+def apt_packages():
+    lines = (REPO / "requirements" / "apt.txt").read_text().splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
+def missing_debian_packages(names):
+    missing = []
+    for name in names:
+        result = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", name],
+            capture_output=True,
+            text=True,
+        )
+        if "install ok installed" not in result.stdout:
+            missing.append(name)
+    return missing
+
+
+def ensure_debian_packages():
+    if not shutil.which("dpkg-query"):
+        raise BuildError("this is not a Debian system (no dpkg-query); see README.md")
+
+    missing = missing_debian_packages(apt_packages())
+    if not missing:
+        return
+
+    if os.geteuid() != 0:
+        raise BuildError(
+            "these Debian packages are missing and installing them needs root: "
+            + " ".join(missing)
+            + "\n    run: sudo apt-get install -y "
+            + " ".join(missing)
+        )
+
+    step(f"installing Debian packages: {' '.join(missing)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run(["apt-get", "update", "-q"], env=env)
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
+
+
+def ensure_venv():
+    stamp = VENV / ".installed"
+    inputs = [REPO / "pyproject.toml"]
+    if stamp.exists() and all(p.stat().st_mtime <= stamp.stat().st_mtime for p in inputs):
+        return
+
+    if not VENV_PYTHON.exists():
+        step("creating the virtual environment .venv")
+        run([sys.executable, "-m", "venv", VENV])
+
+    step("installing the project and its test tools into .venv")
+    pip = [VENV_PYTHON, "-m", "pip", "--disable-pip-version-check", "-q"]
+    run([*pip, "install", "--upgrade", "pip"])
+    run([*pip, "install", "-e", f"{REPO}[test]"])
+    stamp.touch()
+
+
+def ensure_bootos(force=False):
+    outputs = [BOOTOS_OUT / "vmlinuz", BOOTOS_OUT / "initrd.img"]
+    if not force and all(p.exists() for p in outputs) and not bootos_sources_newer(outputs):
+        return
+
+    step("building BootOS from pinned Debian packages")
+    run([VENV_PYTHON, "-m", "bootos.build", "--out", BOOTOS_OUT], cwd=REPO)
+
+
+def bootos_sources_newer(outputs):
+    oldest = min(p.stat().st_mtime for p in outputs)
+    sources = [REPO / "bootos", REPO / "appliance" / "proto"]
+    for folder in sources:
+        for path in folder.rglob("*"):
+            fresh = path.is_file() and "__pycache__" not in path.parts
+            if fresh and path.stat().st_mtime > oldest:
+                return True
+    return False
+
+
+def pytest_run(args, marker):
+    cmd = [VENV_PYTHON, "-m", "pytest", "-m", marker, *args]
+    print(f"==> pytest -m '{marker}' {' '.join(args)}", flush=True)
+    code = subprocess.run([str(c) for c in cmd], cwd=REPO).returncode
+    if code == 5:
+        raise BuildError(f"pytest collected no tests for -m '{marker}': that is a failure here")
+    if code != 0:
+        raise BuildError(f"tests failed (pytest -m '{marker}' exit code {code})")
+
+
+def cmd_test(args):
+    started = time.monotonic()
+    ensure_debian_packages()
+    ensure_venv()
+
+    step("ruff check and ruff format --check")
+    run([VENV / "bin" / "ruff", "check", REPO], cwd=REPO)
+    run([VENV / "bin" / "ruff", "format", "--check", "--quiet", REPO], cwd=REPO)
+
+    pytest_run(args.pytest_args, "not vm")
+    if not args.fast:
+        ensure_bootos()
+        pytest_run(args.pytest_args, "vm")
+
+    print(f"==> all tests passed in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def cmd_lab(args):
+    ensure_debian_packages()
+    ensure_venv()
+    if args.down:
+        return run([VENV_PYTHON, "-m", "lab", "down"], cwd=REPO)
+
+    ensure_bootos()
+    run([VENV_PYTHON, "-m", "lab", "up", "--machines", str(args.machines)], cwd=REPO)
+
+
+def cmd_bootos(args):
+    ensure_debian_packages()
+    ensure_venv()
+    ensure_bootos(force=True)
+
+
+def cmd_binary(args):
+    raise BuildError(
+        "the single-file `cloudboot` binary (PyInstaller) is not built yet; "
+        "see docs/limitations.md"
+    )
+
+
+def cmd_image(args):
+    raise BuildError("the hardened appliance disk image is not built yet; see docs/limitations.md")
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="build.py", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    test = commands.add_parser("test", help="install what the tests need and run them")
+    test.add_argument("--fast", action="store_true", help="skip the QEMU virtual-machine tests")
+    test.add_argument("pytest_args", nargs="*", help="extra arguments for pytest")
+
+    lab = commands.add_parser("lab", help="run the main job on the virtual PXE lab")
+    lab.add_argument("--down", action="store_true", help="remove everything the lab made")
+    lab.add_argument("--machines", type=int, default=3, help="virtual servers to boot")
+
+    commands.add_parser("bootos", help="build the BootOS kernel, initramfs and ISO")
+    commands.add_parser("binary", help="build the single-file cloudboot program")
+    commands.add_parser("image", help="build the hardened appliance disk image")
+
+    args = parser.parse_args()
+    handler = {
+        "test": cmd_test,
+        "lab": cmd_lab,
+        "bootos": cmd_bootos,
+        "binary": cmd_binary,
+        "image": cmd_image,
+    }[args.command]
+
+    try:
+        handler(args)
+    except BuildError as e:
+        print(f"build.py {args.command}: error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
