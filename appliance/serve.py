@@ -72,6 +72,10 @@ async def start_service(nursery, service, port, proto, fn, *args, **kwargs):
 
 def main(settings):
     """Run until interrupted. Raises StartupError when a start-up check fails."""
+    # Checked before anything starts, so a wrong flag costs no half-started services.
+    interface_address(settings.server.interface)
+    prepare_data_dir(settings.server.data_dir)
+
     try:
         trio.run(run, settings)
     except* StartupError as group:

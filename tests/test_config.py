@@ -21,7 +21,9 @@ def test_defaults_need_no_file():
 
 def test_file_and_overrides(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('[server]\ninterface = "eno1"\nhttp_port = 8080\n[tftp]\ntimeout_seconds = 2\n')
+    path.write_text(
+        '[server]\ninterface = "eno1"\nhttp_port = 8080\n[tftp]\ntimeout_seconds = 2\n'
+    )
     settings = config.load(path, {"server.http_port": 8081, "server.data_dir": None})
     assert settings.server.interface == "eno1"
     assert settings.server.http_port == 8081

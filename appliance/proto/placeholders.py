@@ -45,6 +45,8 @@ PLACEHOLDER_STRINGS = frozenset(
         "0",
         "00000000",
         "Empty",
+        # AMI memory-slot template (langchao-inspur-nf5110 dump, empty DIMM slots).
+        "[Empty]",
         "OEM",
         "O.E.M.",
     )

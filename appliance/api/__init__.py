@@ -1,0 +1,51 @@
+"""The REST API under /api/v1, and the per-machine iPXE script decision.
+
+Each module registers its own routes; this package only puts them together,
+so serve.py has one call to make.
+"""
+
+import logging
+
+from appliance.proto import bootparams, ipxe
+
+logger = logging.getLogger(__name__)
+
+# Console on the serial port first (what a BMC's serial-over-LAN shows) and on
+# the screen last, so the kernel's /dev/console is the screen a technician sees.
+BOOTOS_CONSOLE = "console=ttyS0,115200 console=tty0"
+
+
+def register_routes(router, app, services_ready):
+    from appliance.api import agent, auth, health, jobs, machines, openapi
+
+    health.register_routes(router, app, services_ready)
+    agent.register_routes(router, app)
+    auth.register_routes(router, app)
+    machines.register_routes(router, app)
+    jobs.register_routes(router, app)
+    openapi.register_routes(router, app)
+
+
+def script_for_mac(app):
+    """Return the async callable the boot plane asks for a machine's iPXE script."""
+    from appliance.core import machines
+
+    settings = app.settings
+    address = settings.server.advertise_address
+    boot_base = f"http://{address}:{settings.server.http_port}/boot/bootos"
+    api_url = f"https://{address}:{settings.server.https_port}"
+
+    async def render(mac):
+        state = await machines.boot_state_for_mac(app.store, mac)
+        if state == "deployed":
+            logger.info("ipxe: %s is deployed, booting from local disk", mac)
+            return ipxe.render_local_disk_script()
+
+        cmdline = bootparams.format_cmdline(api_url, app.fingerprint, mac)
+        return ipxe.render_bootos_script(
+            f"{boot_base}/vmlinuz",
+            f"{boot_base}/initrd.img",
+            f"{cmdline} {BOOTOS_CONSOLE}",
+        )
+
+    return render

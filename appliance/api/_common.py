@@ -1,0 +1,84 @@
+"""Small pieces every REST handler module shares: roles, query parameters, errors.
+
+Handlers turn service errors (JobError and the like, which carry a status
+and a code) into HttpError here, once, so the client always gets the one JSON
+error shape. Nothing here touches the store.
+"""
+
+import functools
+
+from appliance.core import auth
+from appliance.core._jobsql import JobError
+from appliance.core.machines import MachineError
+from appliance.http import HttpError
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+async def require(request, store, role):
+    """Check the caller's token and role; return the actor name for audit and job records.
+
+    Authentication runs here when no earlier layer did it for this request, so
+    these routes are safe however they are mounted.
+    """
+    if "principal" not in request.state and "auth_error" not in request.state:
+        await auth.authenticate(store, request)
+    return auth.require(request, role).name
+
+
+def service_errors(handler):
+    """Turn the services' errors (which carry status and code) into HttpError."""
+
+    @functools.wraps(handler)
+    async def wrapped(request):
+        try:
+            return await handler(request)
+        except (JobError, MachineError, auth.AuthError) as e:
+            raise HttpError(e.status, e.code, e.message) from None
+
+    return wrapped
+
+
+def query_one(request, name, default=None):
+    """The single value of query parameter `name`; 400 when it is given twice."""
+    values = request.query.get(name)
+    if not values:
+        return default
+    if len(values) > 1:
+        raise HttpError(
+            400, "invalid_query", f"query parameter {name!r} given {len(values)} times"
+        )
+    return values[0]
+
+
+def query_int(request, name, default, low, high):
+    text = query_one(request, name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise HttpError(
+            400, "invalid_query", f"query parameter {name!r} must be a whole number, got {text!r}"
+        ) from None
+    if not low <= value <= high:
+        raise HttpError(
+            400, "invalid_query", f"query parameter {name!r} must be {low}-{high}, got {value}"
+        )
+    return value
+
+
+def page_limit(request):
+    return query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+
+
+def json_object(request):
+    body = request.json()
+    if not isinstance(body, dict):
+        raise HttpError(400, "invalid_request", "request body must be a JSON object")
+    return body
+
+
+def page(items, next_cursor):
+    return {"items": items, "next_cursor": next_cursor}

@@ -1,0 +1,212 @@
+"""Read-only SQL for the machine, inventory and event routes, plus label checks.
+
+Each function takes an apsw connection and runs inside store.read. Nothing
+here writes: changes to machines belong to appliance.core.machines.
+"""
+
+import json
+import re
+
+from appliance.core import machines
+from appliance.http import HttpError
+from appliance.proto.inventory import normalize_mac
+
+MACHINE_STATES = (
+    "discovered",
+    "inventoried",
+    "ready",
+    "configuring",
+    "installing",
+    "deployed",
+    "failed",
+    "retired",
+)
+EVENT_TYPES = ("machine.state", "job.state")
+
+# Label keys look like Kubernetes label keys; a bank's CMDB exports fit in them.
+LABEL_KEY_PATTERN = "^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
+_LABEL_KEY = re.compile(LABEL_KEY_PATTERN)
+MAX_LABEL_VALUE = 256
+MAX_LABELS = 64
+
+_MACHINE_COLUMNS = (
+    "rowid",
+    "id",
+    "state",
+    "approved",
+    "approved_by",
+    "approved_at",
+    "approved_via",
+    "boot_mac",
+    "pxe_guid",
+    "pxe_guid_matches",
+    "smbios_uuid",
+    "uuid_trusted",
+    "system_serial",
+    "manufacturer",
+    "product",
+    "labels",
+    "source_address",
+    "created_at",
+    "updated_at",
+    "last_seen_at",
+    "retired_at",
+    "registrations",
+)
+_SELECT_MACHINE = f"SELECT {', '.join(_MACHINE_COLUMNS)} FROM machines"
+_FLAGS = ("approved", "uuid_trusted")
+
+
+def machine_view(row):
+    machine = dict(zip(_MACHINE_COLUMNS, row, strict=True))
+    del machine["rowid"]
+    machine["labels"] = json.loads(machine["labels"] or "{}")
+    for flag in _FLAGS:
+        machine[flag] = bool(machine[flag])
+    if machine["pxe_guid_matches"] is not None:
+        machine["pxe_guid_matches"] = bool(machine["pxe_guid_matches"])
+    return machine
+
+
+def get_machine(conn, machine_id):
+    """The machine with its identifiers and the ones it shares with others, or None."""
+    row = conn.execute(f"{_SELECT_MACHINE} WHERE id = ?", (machine_id,)).fetchone()
+    if row is None:
+        return None
+    machine = machine_view(row)
+    document = machines.machine_document(conn, machine_id)
+    machine["identifiers"] = document["identifiers"]
+    machine["conflicts"] = document["conflicts"]
+    return machine
+
+
+def list_machines(conn, state, labels, serial, mac, after, limit):
+    clauses, args = [], []
+    if state is not None:
+        clauses.append("state = ?")
+        args.append(state)
+    for key, value in labels:
+        if value is None:
+            clauses.append("EXISTS (SELECT 1 FROM json_each(machines.labels) WHERE key = ?)")
+            args.append(key)
+        else:
+            clauses.append(
+                "EXISTS (SELECT 1 FROM json_each(machines.labels) WHERE key = ? AND value = ?)"
+            )
+            args.extend([key, value])
+    if serial is not None:
+        clauses.append("system_serial LIKE ? ESCAPE '\\'")
+        args.append(f"%{_like_escape(serial)}%")
+    if mac is not None:
+        clauses.append(
+            "(boot_mac = ? OR id IN (SELECT machine_id FROM machine_identifiers"
+            " WHERE kind = 'mac' AND value = ?))"
+        )
+        normal = _mac(mac)
+        args.extend([normal, normal])
+    if after is not None:
+        clauses.append("rowid > ?")
+        args.append(after)
+
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    return conn.execute(
+        f"{_SELECT_MACHINE}{where} ORDER BY rowid LIMIT ?", (*args, limit)
+    ).fetchall()
+
+
+def _like_escape(text):
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# Colons, dashes or nothing between the six bytes, one style throughout.
+MAC_PATTERN = (
+    "^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^([0-9A-Fa-f]{2}-){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{12}$"
+)
+_MAC = re.compile(MAC_PATTERN)
+
+
+def _mac(text):
+    normal = normalize_mac(text) if _MAC.fullmatch(text) else None
+    if normal is None:
+        raise HttpError(400, "invalid_filter", f"mac must be a MAC address, got {text!r}")
+    return normal
+
+
+def parse_label_filter(text):
+    """ "key=value" matches that value, "key" matches any machine carrying the key."""
+    key, sep, value = text.partition("=")
+    if not _LABEL_KEY.fullmatch(key):
+        raise HttpError(400, "invalid_filter", f"label filter must be key or key=value: {text!r}")
+    return key, value if sep else None
+
+
+def check_labels(body, allow_null):
+    """Validate a labels object: string keys of label form, string values (null on PATCH)."""
+    if len(body) > MAX_LABELS:
+        raise HttpError(400, "invalid_labels", f"at most {MAX_LABELS} labels, got {len(body)}")
+    for key, value in body.items():
+        if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
+            raise HttpError(
+                400,
+                "invalid_labels",
+                f"label key {key!r} must be 1-63 letters, digits, '.', '_', '/' or '-'",
+            )
+        if value is None and allow_null:
+            continue
+        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE:
+            raise HttpError(
+                400,
+                "invalid_labels",
+                f"label {key!r} must be a string of at most {MAX_LABEL_VALUE} characters"
+                + (" (or null to remove it)" if allow_null else ""),
+            )
+    return body
+
+
+def latest_inventory(conn, machine_id):
+    row = conn.execute(
+        "SELECT id, machine_id, taken_at, schema, document FROM inventory_snapshots"
+        " WHERE machine_id = ? ORDER BY id DESC LIMIT 1",
+        (machine_id,),
+    ).fetchone()
+    return _snapshot(row) if row else None
+
+
+def inventory_history(conn, machine_id, before, limit):
+    args = [machine_id]
+    extra = ""
+    if before is not None:
+        extra = " AND id < ?"
+        args.append(before)
+    rows = conn.execute(
+        "SELECT id, machine_id, taken_at, schema, document FROM inventory_snapshots"
+        f" WHERE machine_id = ?{extra} ORDER BY id DESC LIMIT ?",
+        (*args, limit),
+    ).fetchall()
+    return [_snapshot(row) for row in rows]
+
+
+def _snapshot(row):
+    snapshot_id, machine_id, taken_at, schema, document = row
+    return {
+        "id": snapshot_id,
+        "machine_id": machine_id,
+        "taken_at": taken_at,
+        "schema": schema,
+        "inventory": json.loads(document),
+    }
+
+
+def list_events(conn, machine_id, job_id, event_type, after, limit):
+    clauses, args = ["seq > ?"], [after]
+    for column, value in (("machine_id", machine_id), ("job_id", job_id), ("type", event_type)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    rows = conn.execute(
+        "SELECT seq, at, type, machine_id, job_id, from_state, to_state, message FROM events"
+        f" WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?",
+        (*args, limit),
+    ).fetchall()
+    names = ("seq", "at", "type", "machine_id", "job_id", "from_state", "to_state", "message")
+    return [dict(zip(names, row, strict=True)) for row in rows]

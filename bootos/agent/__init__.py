@@ -1,0 +1,1 @@
+"""bootos/agent."""
