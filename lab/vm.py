@@ -150,6 +150,10 @@ def qemu_argv(spec, workdir, taps):
         "std",
         "-serial",
         f"file:{workdir / f'vm-{spec.name}.log'}",
+        # The monitor lets a person (or a failing test) take a screendump of
+        # the VGA console, where BootOS's /init prints when tty0 is its console.
+        "-monitor",
+        f"unix:{workdir / f'vm-{spec.name}.monitor'},server,nowait",
         *spec.smbios_args(),
         *_firmware_args(spec, workdir),
         *_nic_args(spec, taps),

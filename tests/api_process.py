@@ -14,9 +14,10 @@ from tests.conftest import REPO
 class ApiProcess:
     """One server process over a data directory; start again after kill to restart it."""
 
-    def __init__(self, data_dir, machines=3):
+    def __init__(self, data_dir, machines=3, tls=False):
         self.data_dir = Path(data_dir)
         self.machines = machines
+        self.tls = tls
         self.process = None
         self.ready = None
 
@@ -33,6 +34,7 @@ class ApiProcess:
                     str(ready_file),
                     "--machines",
                     str(self.machines),
+                    *(["--tls"] if self.tls else []),
                 ],
                 cwd=REPO,
                 stdout=log,
@@ -52,7 +54,7 @@ class ApiProcess:
 
     @property
     def base(self):
-        return f"http://127.0.0.1:{self.ready['port']}"
+        return f"{self.ready['scheme']}://127.0.0.1:{self.ready['port']}"
 
     def token(self, role="admin"):
         return self.ready["tokens"][role]

@@ -1,9 +1,10 @@
 """A small appliance API server for tests and benchmarks that need a separate process.
 
-    python -m tests.api_server DATA_DIR READY_FILE [--machines N] [--log-level warning]
+    python -m tests.api_server DATA_DIR READY_FILE [--machines N] [--tls] [--log-level warning]
 
 Serves the whole REST API (appliance.api.register_routes) with the job
-engine on 127.0.0.1 at a free port, plain HTTP. On first start in DATA_DIR it
+engine on 127.0.0.1 at a free port, plain HTTP (or HTTPS with a self-signed
+certificate with --tls, as the appliance serves the API). On first start in DATA_DIR it
 makes one user per role and N approved machines, and keeps their tokens and
 ids in DATA_DIR/seed.json. When listening it writes {"port", "pid", tokens,
 machines} to READY_FILE (atomically), so a test knows where to connect.
@@ -23,7 +24,7 @@ from appliance import api, log
 from appliance.config import Settings
 from appliance.core import auth, engine, machines
 from appliance.core.app import App
-from appliance.http import HttpStats, Router, serve
+from appliance.http import HttpStats, Router, ensure_self_signed, make_ssl_context, serve
 from appliance.proto import inventory
 from appliance.proto.agent import validate_registration
 from appliance.store import Store
@@ -68,7 +69,7 @@ def write_atomically(path, text):
     os.replace(temporary, path)
 
 
-async def main(data_dir, ready_file, machine_count):
+async def main(data_dir, ready_file, machine_count, tls=False):
     settings = Settings()
     settings.server.data_dir = str(data_dir)
     store = await Store.open(Path(data_dir) / "cloudboot.db", settings.store)
@@ -81,13 +82,27 @@ async def main(data_dir, ready_file, machine_count):
     router = Router()
     api.register_routes(router, app, lambda: {"jobs": True})
 
+    ssl_context = None
+    if tls:
+        ssl_context = make_ssl_context(*ensure_self_signed(data_dir, ["localhost"], ["127.0.0.1"]))
+
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run_engine, store, settings.jobs)
         listeners = await nursery.start(
-            functools.partial(serve, router, "127.0.0.1", 0, settings.http, stats=HttpStats())
+            functools.partial(
+                serve,
+                router,
+                "127.0.0.1",
+                0,
+                settings.http,
+                ssl_context=ssl_context,
+                stats=HttpStats(),
+            )
         )
         port = listeners[0].socket.getsockname()[1]
-        write_atomically(ready_file, json.dumps({"port": port, "pid": os.getpid(), **seeded}))
+        scheme = "https" if tls else "http"
+        ready = {"port": port, "scheme": scheme, "pid": os.getpid(), **seeded}
+        write_atomically(ready_file, json.dumps(ready))
 
 
 if __name__ == "__main__":
@@ -95,7 +110,8 @@ if __name__ == "__main__":
     parser.add_argument("data_dir")
     parser.add_argument("ready_file")
     parser.add_argument("--machines", type=int, default=3)
+    parser.add_argument("--tls", action="store_true")
     parser.add_argument("--log-level", default="warning")
     arguments = parser.parse_args()
     log.setup(arguments.log_level)
-    trio.run(main, arguments.data_dir, arguments.ready_file, arguments.machines)
+    trio.run(main, arguments.data_dir, arguments.ready_file, arguments.machines, arguments.tls)

@@ -182,3 +182,45 @@ async def test_a_disabled_user_and_a_demoted_user_lose_their_powers(nursery, tmp
     await api.store.write(_disable)
     reply = await api.call("GET", "/api/v1/auth/whoami", token=token, agent=False)
     assert reply.status == 401 and reply.error_code == "user_disabled"
+
+
+async def test_user_creation_refuses_bad_names_and_roles(nursery, tmp_path):
+    api = await start_api(nursery, tmp_path)
+    admin = await user_token(api.store, "ada", "admin")
+    cases = [
+        ({"name": "0", "role": {}}, "invalid_role"),
+        ({"name": "x", "role": ["admin"]}, "invalid_role"),
+        ({"name": "x", "role": "root"}, "invalid_role"),
+        ({"name": " padded", "role": "viewer"}, "invalid_user"),
+        ({"name": 7, "role": "viewer"}, "invalid_user"),
+        ({"role": "viewer"}, "invalid_user"),
+    ]
+    for body, code in cases:
+        reply = await api.call("POST", "/api/v1/users", body, token=admin, agent=False)
+        assert (reply.status, reply.error_code) == (400, code), body
+
+
+async def test_the_cli_reports_a_role_mismatch_without_a_traceback(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "appliance.cli",
+        "token",
+        "issue",
+        "--data-dir",
+        str(tmp_path),
+    ]
+    first = await trio.run_process(
+        [*command, "--role", "viewer", "--user", "vera"], capture_stdout=True, capture_stderr=True
+    )
+    assert first.stdout.decode().startswith(auth.TOKEN_PREFIX)
+
+    second = await trio.run_process(
+        [*command, "--role", "admin", "--user", "vera"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert second.returncode == 2
+    assert b"Traceback" not in second.stderr
+    assert b"has role 'viewer'" in second.stderr

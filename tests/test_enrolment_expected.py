@@ -135,3 +135,20 @@ async def test_conflicts_are_visible_through_the_api(nursery, tmp_path):
         {"kind": "system_serial", "value": "dup-1", "machine_id": b["machine_id"]}
     ]
     assert reply.json["uuid_trusted"] is True
+
+
+async def test_the_api_marks_a_shared_template_uuid_as_untrusted(nursery, tmp_path):
+    api = await start_api(nursery, tmp_path)
+    template = "03000200-0400-0500-0006-000700080009"
+    a = await register(api, message("52:54:00:45:00:01", uuid=template))
+    b = await register(api, message("52:54:00:45:00:02", uuid=template))
+    assert a["machine_id"] != b["machine_id"]
+
+    viewer = await user_token(api.store, "vic", "viewer")
+    for machine in (a, b):
+        reply = await api.call(
+            "GET", f"/api/v1/machines/{machine['machine_id']}/conflicts", token=viewer, agent=False
+        )
+        assert reply.json["uuid_trusted"] is False
+        assert reply.json["conflicts"] == []
+        assert [i["kind"] for i in reply.json["identifiers"]] == ["mac"]

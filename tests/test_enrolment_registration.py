@@ -193,3 +193,36 @@ async def test_boot_state_for_mac(store):
     assert await machines.boot_state_for_mac(store, "52-54-00-00-06-01") == "inventoried"
     assert await machines.boot_state_for_mac(store, "52:54:00:00:06:99") is None
     assert await machines.boot_state_for_mac(store, "not a mac") is None
+
+
+async def test_labels_and_retirement_are_audited_and_retire_stops_the_agent_token(store):
+    doc = inventory(uuid="ffffffff-0000-4000-8000-00000000000a", nics=["52:54:00:00:07:01"])
+    machine_id = (await register(store, doc, "52:54:00:00:07:01"))["machine_id"]
+
+    await machines.set_labels(store, machine_id, {"rack": "A1", "role": "db"}, False, "olga")
+    merged = await machines.set_labels(store, machine_id, {"role": None}, False, "olga")
+    assert merged["labels"] == {"rack": "A1"}
+    replaced = await machines.set_labels(store, machine_id, {"row": "7"}, True, "olga")
+    assert replaced["labels"] == {"row": "7"}
+
+    retired = await machines.retire(store, machine_id, actor="ada")
+    assert retired["state"] == "retired" and retired["retired_at"]
+
+    def _live_tokens(conn):
+        return conn.execute(
+            "SELECT count(*) FROM api_tokens WHERE machine_id = ? AND revoked_at IS NULL",
+            (machine_id,),
+        ).fetchone()[0]
+
+    assert await store.read(_live_tokens) == 0
+    events = await store.read(audit.events, "machine", machine_id)
+    actions = [(e["action"], e["actor"]) for e in reversed(events)]
+    assert actions == [
+        ("machine.register", f"machine:{machine_id}"),
+        ("machine.labels", "olga"),
+        ("machine.labels", "olga"),
+        ("machine.labels", "olga"),
+        ("machine.retire", "ada"),
+    ]
+    with pytest.raises(machines.MachineError, match="retired"):
+        await machines.approve(store, machine_id, "olga")

@@ -102,3 +102,18 @@ def test_uuid_byte_order_swap_and_pxe_guid_match():
     assert identity.pxe_guid_matches(smbios.upper(), smbios) is True
     assert identity.pxe_guid_matches("11111111-2222-3333-4444-555555555555", smbios) is False
     assert identity.pxe_guid_matches(None, smbios) is None
+
+
+def test_a_machine_known_only_by_its_mac_is_found_when_it_reports_more():
+    # First registration carried no inventory (only the boot MAC); the next is complete.
+    known = [Signal("mac", "52:54:00:00:00:01")]
+    new = [
+        Signal("uuid", "4c4c4544-0042-3510-8053-b4c04f595231"),
+        Signal("system_serial", "cz1234"),
+        Signal("mac", "52:54:00:00:00:01"),
+    ]
+    assert identity.required_score(new, known) == 25
+    assert identity.decide(new, {"m-1": known}).machine_id == "m-1"
+    # With two full records on each side, one shared MAC is not enough.
+    other = [Signal("uuid", "11111111-2222-4333-8444-555555555555"), known[0]]
+    assert identity.required_score(new, other) == 50

@@ -2,11 +2,14 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from bootos.agent.capture import CaptureError, capture
 from bootos.agent.inventory import cmd_capture, cmd_inventory, collect
+from tests.conftest import REPO
 from tests.inventory_builders import write_tree
 
 LSBLK = "lsblk-J__name-kname-model-serial-rev-tran__sata-and-nvme.json"
@@ -101,3 +104,27 @@ def test_missing_root_gives_an_empty_document_with_warnings(tmp_path):
     document = collect(str(tmp_path / "nothing-here"))
     assert document["disks"] == [] and document["nics"] == []
     assert document["warnings"]
+
+
+def test_inventory_of_a_missing_root_is_a_clear_error(tmp_path, capsys):
+    assert cmd_inventory(str(tmp_path / "typo")) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_the_agent_command_round_trip(tmp_path):
+    """What a technician runs: capture on the machine, inventory on the copy."""
+    cli = pytest.importorskip("bootos.agent.cli")
+    assert hasattr(cli, "main")
+    dest = tmp_path / "capture"
+
+    def agent(*args):
+        command = [sys.executable, "-m", "bootos.agent.cli", *args]
+        return subprocess.run(command, capture_output=True, timeout=120, cwd=REPO, check=False)
+
+    captured = agent("capture", str(dest))
+    assert captured.returncode == 0, captured.stderr
+    live = agent("inventory")
+    from_capture = agent("inventory", "--root", str(dest))
+    assert live.returncode == 0 and from_capture.returncode == 0
+    assert json.loads(from_capture.stdout) == json.loads(live.stdout)
+    assert b"Traceback" not in live.stderr + from_capture.stderr

@@ -112,3 +112,19 @@ def test_dmidecode_keys_with_odd_values():
     _assert_no_parser_crash(document)
     assert document["memory"][0]["speed_mts"] is None
     assert document["cpus"][0]["cores"] is None
+
+
+def test_a_failing_part_costs_only_that_part(monkeypatch, caplog):
+    from bootos.agent.inventory import _storage
+
+    def broken(raw, warnings):
+        raise RuntimeError("simulated parser bug")
+
+    monkeypatch.setattr(_storage, "parse_disks", broken)
+    raw = _with_links({"sys/class/net/eth0/address": b"52:54:00:12:34:56\n"})
+    document = build_document(raw)
+
+    assert document["disks"] == []
+    assert document["nics"][0]["mac"] == "52:54:00:12:34:56"
+    assert "could not read disks: RuntimeError: simulated parser bug" in document["warnings"]
+    assert not any(record.exc_info for record in caplog.records if record.levelname != "DEBUG")

@@ -6,7 +6,9 @@ connects to our server on 127.0.0.1. So the firmware's traffic only ever lands
 on loopback. TFTP hands iPXE a one-line script that chains /ipxe/<mac>.ipxe.
 """
 
+import functools
 import shutil
+import subprocess
 
 import pytest
 import trio
@@ -44,13 +46,16 @@ async def run_vm(tmp_path, port, until, seconds):
         f"guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:{port}"
     )
     command = [
-        QEMU, "-accel", "tcg", "-m", "256", "-display", "none", "-no-reboot",
-        "-serial", f"file:{serial}", "-monitor", "none",
+        # -nographic: SeaBIOS mirrors the text screen (where iPXE writes) to the serial port.
+        QEMU, "-accel", "tcg", "-m", "256", "-nographic", "-no-reboot",
         "-netdev", netdev, "-device", f"virtio-net-pci,netdev=n0,mac={MAC}", "-boot", "n",
     ]  # fmt: skip
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(trio.run_process, command)
+    async with trio.open_nursery() as nursery, await trio.open_file(serial, "wb") as output:
+        run = functools.partial(
+            trio.run_process, command, stdin=subprocess.DEVNULL, stdout=output.wrapped
+        )
+        nursery.start_soon(run)
         with trio.move_on_after(seconds):
             while not (serial.exists() and until(serial.read_text(errors="replace"))):
                 await trio.sleep(0.5)

@@ -57,7 +57,10 @@ def test_agent_shares_only_the_protocol_packages():
     found = loaded_by("bootos.agent")
     forbidden = ["trio", "apsw", "h11", "appliance"]
     allowed = ["appliance.proto"]
-    assert offenders(found["modules"], forbidden, allowed) == []
+    # The bare `appliance` package is loaded on the way to appliance.proto; it
+    # is a docstring only, which the next line keeps true.
+    modules = [m for m in found["modules"] if m != "appliance"]
+    assert offenders(modules, forbidden, allowed) == []
     # The packages themselves (`appliance/__init__.py`) must stay empty of imports.
     assert "appliance.config" not in found["modules"]
 

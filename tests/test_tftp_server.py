@@ -354,3 +354,46 @@ async def test_flood_of_malformed_packets_leaves_server_answering(start_server, 
 
     assert received == content
     assert metric("cloudboot_tftp_errors_total", reason="malformed") > malformed + 1000
+
+
+@needs_curl
+async def test_ipv6_loopback(nursery, tftp_root, tmp_path):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    content = os.urandom(300_000)
+    (tftp_root / "ipxe.efi").write_bytes(content)
+    settings = Settings()
+    settings.tftp.root = str(tftp_root)
+    settings.tftp.port = 0
+    try:
+        port = await nursery.start(server.serve, settings, "::1")
+    except OSError as e:
+        pytest.skip(f"cannot bind ::1: {e}")
+
+    out = tmp_path / "out"
+    url = f"tftp://[::1]:{port}/ipxe.efi"
+    await trio.run_process(["curl", "-sS", "-o", str(out), url, "--tftp-blksize", "1428"])
+    assert sha256(out.read_bytes()) == sha256(content)
+
+
+async def test_unacknowledged_data_is_retransmitted_then_abandoned(start_server, tftp_root):
+    (tftp_root / "f").write_bytes(os.urandom(2000))
+    port = await start_server(retries=2)
+    timeouts = metric("cloudboot_tftp_transfers_failed_total", reason="timeout")
+
+    async with RawClient() as client:
+        request = tftp.encode_request(tftp.RRQ, "f", {"timeout": 1})
+        await client.send(request, (HOST, port))
+        oack, peer = await client.receive()
+        assert oack == b"\x00\x06timeout\x001\x00"
+        await client.send(tftp.encode_ack(0), peer)
+
+        # Never acknowledged: block 1, two retransmissions a second apart, then an ERROR.
+        replies = [await client.receive(seconds=3) for _ in range(4)]
+
+    assert [data[:4] for data, _ in replies[:3]] == [b"\x00\x03\x00\x01"] * 3
+    assert error_code(replies[3][0]) == tftp.NOT_DEFINED
+    assert {reply_peer for _, reply_peer in replies} == {peer}
+    with trio.fail_after(5):
+        while metric("cloudboot_tftp_transfers_failed_total", reason="timeout") == timeouts:
+            await trio.sleep(0.01)

@@ -105,7 +105,7 @@ class _Handlers:
 
     async def next_job(self, request):
         check_protocol(request)
-        principal = auth.require(request, "agent")
+        principal = await auth.authorize(self.store, request, "agent")
         values = request.query.get("wait") or [None]
         wait = protocol.parse_wait(values[0], self.settings.api.long_poll_seconds)
 
@@ -118,7 +118,7 @@ class _Handlers:
 
     async def events(self, request):
         check_protocol(request)
-        principal = auth.require(request, "agent")
+        principal = await auth.authorize(self.store, request, "agent")
         events = protocol.validate_events(request.json())
 
         from appliance.core import engine
@@ -134,7 +134,7 @@ class _Handlers:
 
     async def result(self, request):
         check_protocol(request)
-        principal = auth.require(request, "agent")
+        principal = await auth.authorize(self.store, request, "agent")
         result = protocol.validate_result(request.json())
         data = result["data"]
         if "inventory" in data:

@@ -1,15 +1,10 @@
-"""Users and tokens under /api/v1 (admins), whoami, and bearer-token authentication.
+"""Users and tokens under /api/v1 (admins) and whoami.
 
-`register_routes` also installs authentication on the router: before any
-handler runs, the request's bearer token (if any) is looked up and the
-result kept in request.state, so that handlers call the plain, synchronous
-`appliance.core.auth.require(request, role)`. A missing or bad token is
-refused by `require` (401 with WWW-Authenticate: Bearer), so routes that do
-not call it (health, boot files, agent registration) stay open. Token values
-appear only once, in the answer to the request that issued them.
+Every handler starts with `appliance.core.auth.authorize(store, request, role)`,
+which looks the bearer token up once per request and refuses a missing or bad
+one with 401 (WWW-Authenticate: Bearer) or a too-small role with 403. Token
+values appear only once, in the answer to the request that issued them.
 """
-
-import functools
 
 from appliance.api.agent import translate_errors
 from appliance.core import auth
@@ -17,7 +12,6 @@ from appliance.http import HttpError, Response
 
 
 def register_routes(router, app):
-    install_authentication(router, app.store)
     handlers = _Handlers(app)
     routes = [
         ("GET", "/api/v1/auth/whoami", handlers.whoami),
@@ -32,39 +26,13 @@ def register_routes(router, app):
         router.add(method, pattern, translate_errors(handler))
 
 
-def install_authentication(router, store):
-    """Make every handler the router resolves authenticate its request first.
-
-    Wraps this router instance's `resolve`, so routes added before or after
-    are covered alike and the HTTP package needs no knowledge of tokens.
-    """
-    if getattr(router, "_authenticates", False):
-        return
-    resolve = router.resolve
-
-    def resolve_with_authentication(method, path):
-        handler, params = resolve(method, path)
-        return _authenticated(handler, store), params
-
-    router.resolve = resolve_with_authentication
-    router._authenticates = True
-
-
-def _authenticated(handler, store):
-    @functools.wraps(handler)
-    async def wrapped(request):
-        await auth.authenticate(store, request)
-        return await handler(request)
-
-    return wrapped
-
-
 class _Handlers:
     def __init__(self, app):
         self.store = app.store
         self.settings = app.settings
 
     async def whoami(self, request):
+        await auth.authenticate(self.store, request)
         principal = request.state.get("principal")
         if principal is None or principal.kind != "agent":
             principal = auth.require(request, "viewer")
@@ -79,11 +47,11 @@ class _Handlers:
         )
 
     async def list_users(self, request):
-        auth.require(request, "admin")
+        await auth.authorize(self.store, request, "admin")
         return Response.json({"items": await self.store.read(auth.list_users)})
 
     async def create_user(self, request):
-        principal = auth.require(request, "admin")
+        principal = await auth.authorize(self.store, request, "admin")
         body = _object(request)
         user = await self.store.write(
             _create_user, body.get("name"), body.get("role"), principal.name, request.trace_id
@@ -91,13 +59,13 @@ class _Handlers:
         return Response.json(user, status=201)
 
     async def list_tokens(self, request):
-        auth.require(request, "admin")
+        await auth.authorize(self.store, request, "admin")
         user = (request.query.get("user") or [None])[0]
         agents = (request.query.get("include_agents") or ["false"])[0].lower() == "true"
         return Response.json({"items": await self.store.read(auth.list_tokens, user, agents)})
 
     async def issue_token(self, request):
-        principal = auth.require(request, "admin")
+        principal = await auth.authorize(self.store, request, "admin")
         body = _object(request)
         ttl_days = body.get("ttl_days", self.settings.api.token_ttl_days)
         minted = auth.new_token()
@@ -113,7 +81,7 @@ class _Handlers:
         return Response.json({**record, "token": minted[0]}, status=201)
 
     async def revoke_token(self, request):
-        principal = auth.require(request, "admin")
+        principal = await auth.authorize(self.store, request, "admin")
         record = await self.store.write(
             _revoke_token, request.path_params["token_id"], principal.name, request.trace_id
         )

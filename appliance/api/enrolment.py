@@ -27,13 +27,13 @@ class _Handlers:
         self.store = app.store
 
     async def approve(self, request):
-        principal = auth.require(request, "operator")
+        principal = await auth.authorize(self.store, request, "operator")
         machine_id = request.path_params["machine_id"]
         await machines.approve(self.store, machine_id, principal.name, request.trace_id)
         return Response.json(await self.store.read(machines.machine_document, machine_id))
 
     async def conflicts(self, request):
-        auth.require(request, "viewer")
+        await auth.authorize(self.store, request, "viewer")
         machine_id = request.path_params["machine_id"]
         machine = await self.store.read(machines.machine_document, machine_id)
         return Response.json(
@@ -46,7 +46,7 @@ class _Handlers:
         )
 
     async def import_expected(self, request):
-        principal = auth.require(request, "operator")
+        principal = await auth.authorize(self.store, request, "operator")
         serials, macs = machines.check_expected(request.json())
         outcome = await machines.import_expected(
             self.store, serials, macs, principal.name, request.trace_id
@@ -54,5 +54,5 @@ class _Handlers:
         return Response.json(outcome)
 
     async def list_expected(self, request):
-        auth.require(request, "viewer")
+        await auth.authorize(self.store, request, "viewer")
         return Response.json({"items": await self.store.read(machines.list_expected)})

@@ -77,7 +77,13 @@ class TftpServer:
             async with trio.open_nursery() as nursery:
                 task_status.started(port)
                 while True:
-                    data, peer = await sock.recvfrom(_RECEIVE_SIZE)
+                    try:
+                        data, peer = await sock.recvfrom(_RECEIVE_SIZE)
+                    except OSError as e:
+                        # A queued ICMP error can surface here; it concerns no request.
+                        ERRORS.labels("receive_failed").inc()
+                        logger.debug("TFTP receive failed: %s", e)
+                        continue
                     try:
                         await self._handle_request(sock, nursery, data, peer)
                     except Exception:
@@ -165,11 +171,7 @@ class TftpServer:
 
     async def _transfer(self, request, peer, fd, size):
         try:
-            with trio.socket.socket(self.family, socket.SOCK_DGRAM) as sock:
-                await sock.bind((self.address, 0))
-                # connect() makes the kernel drop datagrams from any other
-                # address or port, which RFC 1350 section 4 asks us to ignore.
-                await sock.connect(peer)
+            with _transfer_socket(self.family, self.address, peer) as sock:
                 tid = sock.getsockname()[1]
                 with log.context(client=_format_peer(peer), file=request.filename, tid=tid):
                     await self._run_transfer(sock, request, fd, size)
@@ -224,8 +226,7 @@ class TftpServer:
         counted = 0
         try:
             while True:
-                for packet in step.packets:
-                    await sock.send(packet)
+                await _send_all(sock, step.packets)
                 # Count per window, not per block: cheap and still live.
                 BYTES_SENT.inc(transfer.bytes_sent - counted)
                 counted = transfer.bytes_sent
@@ -238,12 +239,51 @@ class TftpServer:
     async def _next_step(self, sock, transfer, deadline):
         data = None
         with trio.move_on_at(deadline):
-            data = await sock.recv(_RECEIVE_SIZE)
+            data = await _receive(sock)
 
         now = trio.current_time()
         if data is None:
             return transfer.timer_expired(now)
         return transfer.packet_received(data, now)
+
+
+def _transfer_socket(family, address, peer):
+    """A new socket on an ephemeral port (our transfer ID), connected to the client.
+
+    connect() makes the kernel drop datagrams from any other address or port,
+    which RFC 1350 section 4 asks us to ignore. The socket is a plain
+    non-blocking one driven by trio's wait_readable/wait_writable: trio's
+    socket wrapper passes through the scheduler after every datagram, and a
+    window of blocks should leave in one pass.
+    """
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((address, 0))
+        sock.connect(peer)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _send_all(sock, packets):
+    for packet in packets:
+        while True:
+            try:
+                sock.send(packet)
+                break
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+
+
+async def _receive(sock):
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            return sock.recv(_RECEIVE_SIZE)
+        except BlockingIOError:
+            continue
 
 
 def _reason_label(reason):

@@ -77,7 +77,7 @@ def expiry(days):
 
 
 def check_role(role):
-    if role not in _RANK:
+    if not isinstance(role, str) or role not in _RANK:
         raise AuthError(400, "invalid_role", f"role must be one of {list(ROLES)}, got {role!r}")
     return role
 
@@ -325,6 +325,13 @@ async def authenticate(store, request):
         return None
     request.state["principal"] = outcome
     return outcome
+
+
+async def authorize(store, request, role):
+    """Authenticate the request (once) and check its role: `require` for async handlers."""
+    if "principal" not in request.state and "auth_error" not in request.state:
+        await authenticate(store, request)
+    return require(request, role)
 
 
 def require(request, role):

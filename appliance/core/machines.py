@@ -46,6 +46,7 @@ _EARLY_STATES = ("discovered", "inventoried", "ready")
 # Serial signal kinds an imported expected serial is compared with.
 _SERIAL_KINDS = ("system_serial", "chassis_serial", "board_serial")
 MAX_EXPECTED_PER_IMPORT = 10_000
+MAX_EXPECTED_CHARS = 128
 
 
 class MachineError(Exception):
@@ -371,7 +372,8 @@ def _expected_list(body, name, normalise, what):
 
     cleaned, bad = [], []
     for value in values:
-        normal = normalise(value) if isinstance(value, str) else None
+        usable = isinstance(value, str) and len(value) <= MAX_EXPECTED_CHARS
+        normal = normalise(value) if usable else None
         (bad if normal is None else cleaned).append(value if normal is None else normal)
     if bad:
         raise MachineError(

@@ -259,7 +259,9 @@ def normalise_filename(filename):
     5. Any ".." part is refused outright, even one that would stay inside the root.
     """
     if not filename or _CONTROL.search(filename):
-        raise TftpError(f"file name {filename!r} is empty or has control characters", 2)
+        raise TftpError(
+            f"file name {filename!r} is empty or has control characters", ACCESS_VIOLATION
+        )
 
     if _PERCENT_ESCAPE.search(filename):
         raise TftpError(f"file name {filename!r} has percent escapes", ACCESS_VIOLATION)

@@ -14,6 +14,7 @@ document's "warnings".
 
 import json
 import logging
+import os
 import sys
 
 from bootos.agent.inventory._document import SCHEMA, build_document
@@ -31,6 +32,9 @@ def collect(root="/"):
 
 def cmd_inventory(root: str | None) -> int:
     """`cloudboot-agent inventory [--root DIR]`: print the document as JSON."""
+    if root is not None and not os.path.isdir(root):
+        print(f"inventory: --root {root!r} is not a directory", file=sys.stderr)
+        return 2
     document = collect(root or "/")
     json.dump(document, sys.stdout, indent=2)
     sys.stdout.write("\n")

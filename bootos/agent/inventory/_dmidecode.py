@@ -81,7 +81,7 @@ def _size_mb(text):
     return int(int(match.group(1)) * _SIZE_UNITS_MB.get(match.group(2) or "MB", 1))
 
 
-def _convert(type_, key, text):
+def _convert(key, text):
     if key == "uuid":
         return normalize_uuid(text)
     if key == "populated":
@@ -95,9 +95,11 @@ def _convert(type_, key, text):
 
 def _finish(record):
     if record["type"] == 17:
-        size = record.get("size_mb")
-        record["present"] = None if size is None and not record.get("_no_module") else bool(size)
-        record.pop("_no_module", None)
+        # "No Module Installed" says empty; a size says filled; "Unknown" says neither.
+        if record.pop("_no_module", False):
+            record["present"] = False
+        else:
+            record["present"] = True if record.get("size_mb") is not None else None
     return record
 
 
@@ -115,7 +117,7 @@ def _add_field(record, line):
     text = value[1:] if value.startswith(" ") else value
     if key == "size_mb" and text.strip() in ("No Module Installed", "Not Installed"):
         record["_no_module"] = True
-    record[key] = _convert(record["type"], key, text)
+    record[key] = _convert(key, text)
 
 
 def parse_dmidecode(text, warnings):

@@ -86,7 +86,10 @@ def _guarded(name, warnings, default, parse, *args):
     try:
         return parse(*args)
     except Exception as error:  # noqa: BLE001 - any parser bug must not cost the document
-        log.exception("inventory part %s failed", name)
+        # No traceback on the console (the technician needs one clear line);
+        # the details are there at debug level for a developer.
+        log.warning("inventory part %s failed: %r", name, error)
+        log.debug("inventory part %s failed", name, exc_info=True)
         warnings.append(f"could not read {name}: {type(error).__name__}: {error}")
         return default
 

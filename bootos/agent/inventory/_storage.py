@@ -66,8 +66,9 @@ def derived_by_path(name, path):
     """A by-path style id built from the sysfs path when udev left none.
 
     Follows udev's path_id shape for the common buses ("pci-<addr>-nvme-<ns>",
-    "pci-<addr>-ata-<port>", "pci-<addr>-scsi-<h:c:t:l>"); it is stable across
-    boots of one machine, which is all a fallback id needs.
+    "pci-<addr>-ata-<port>", "pci-<addr>-scsi-<h:c:t:l>"). It stays the same
+    while the hardware and the order drivers load in stay the same (SCSI host
+    numbers follow that order), which is what a fallback id needs.
     """
     parts = (path or "").split("/")
     pci = pci_address_in(path)
