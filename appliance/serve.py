@@ -7,8 +7,10 @@ the service that received it; only a failure to start stops the appliance.
 """
 
 import errno
+import functools
 import logging
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -65,7 +67,7 @@ def describe_bind_error(service, port, proto, error):
 
 async def start_service(nursery, service, port, proto, fn, *args, **kwargs):
     try:
-        return await nursery.start(fn, *args, **kwargs)
+        return await nursery.start(functools.partial(fn, *args, **kwargs))
     except OSError as e:
         raise StartupError(describe_bind_error(service, port, proto, e)) from None
 
@@ -78,8 +80,19 @@ def main(settings):
 
     try:
         trio.run(run, settings)
-    except* StartupError as group:
-        raise group.exceptions[0] from None
+    except BaseExceptionGroup as group:
+        # `except*` would wrap a re-raised error in a new group; take it out by hand.
+        startup, _others = group.split(StartupError)
+        if startup is None:
+            raise
+        raise _first_leaf(startup) from None
+
+
+def _first_leaf(group):
+    # Nurseries nest: the StartupError may sit several exception groups deep.
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
 
 
 async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
@@ -87,9 +100,13 @@ async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
     from appliance.boot import artifacts, dns, proxydhcp, tftp
     from appliance.core import engine
     from appliance.core.app import App
-    from appliance.http import Router
+    from appliance.http import (
+        Router,
+        certificate_fingerprint,
+        ensure_self_signed,
+        make_ssl_context,
+    )
     from appliance.http import serve as serve_http
-    from appliance.http.tls import certificate_fingerprint, ensure_self_signed, make_ssl_context
     from appliance.store import Store
 
     address = interface_address(settings.server.interface)
@@ -144,6 +161,7 @@ async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
                 settings.server.https_port,
             )
             task_status.started(app)
+            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
     finally:
         with trio.CancelScope(shield=True):
             await store.close()
@@ -211,6 +229,16 @@ async def _start_all(
         services["dns"] = True
     await nursery.start(engine.run, app)
     services["jobs"] = True
+
+
+async def _stop_on_signal(cancel_scope):
+    # SIGTERM from systemd or `timeout` ends the appliance the same way Ctrl-C
+    # does: every service stops, and the store is closed cleanly.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.info("stopping on %s", signal.Signals(signum).name)
+            cancel_scope.cancel()
+            return
 
 
 def _certificate(settings, data_dir, address, ensure_self_signed):

@@ -8,8 +8,12 @@ them. This module must never add an address, route or device to the host's own
 namespace: nothing the lab does may reach a real network.
 """
 
+import contextlib
 import logging
+import os
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -48,9 +52,37 @@ def create(netns):
 
 
 def delete(netns):
-    """Delete a namespace and every device in it; a missing one is not an error."""
-    if exists(netns):
-        run(["ip", "netns", "delete", netns])
+    """End the processes left in a lab namespace, then delete it; a missing one is fine.
+
+    Only namespaces the lab made are ever passed here. A process left in one
+    (a lab whose driver was killed) would otherwise run on in a namespace
+    nobody can name any more.
+    """
+    if not exists(netns):
+        return
+    stop_processes(netns)
+    run(["ip", "netns", "delete", netns])
+
+
+def stop_processes(netns, grace_seconds=10):
+    """SIGTERM every process in netns, SIGKILL those still there after grace_seconds."""
+    pids = _pids(netns)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.2)
+        pids = _pids(netns)
+    for pid in pids:
+        logger.warning("pid %d in %s ignored SIGTERM; killing it", pid, netns)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _pids(netns):
+    result = run(["ip", "netns", "pids", netns], check=False)
+    return [int(word) for word in result.stdout.split()]
 
 
 @dataclass

@@ -186,6 +186,9 @@ class LabSession:
             lines.append(f"    serial console {serial}, last lines:")
             console = appliance.tail(serial, 6).replace("\x1b", "")
             lines += [f"      {line}" for line in console.splitlines()]
+            screen = vm.screendump(progress.spec, self.workdir)
+            if screen is not None:
+                lines.append(f"    screen (VGA console, where BootOS prints): {screen}")
         lines.append(f"appliance log {self.appliance_log}")
         return "\n".join(lines)
 

@@ -15,8 +15,12 @@ the lab namespace on a tap device; it must never get a NIC on a host network.
 
 import logging
 import shutil
+import socket
+import struct
 import subprocess
+import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,3 +240,56 @@ def start(spec, network, index, workdir):
     out.close()
     logger.info("vm %s (%s) started, pid %d", spec.name, spec.firmware, process.pid)
     return process
+
+
+def screendump(spec, workdir):
+    """Save the VM's VGA screen as vm-<name>.png; returns the path, or None if it failed.
+
+    BootOS's /init prints on the VGA console, so when a VM is stuck after the
+    kernel started, the screen says why (the serial log does not).
+    """
+    workdir = Path(workdir)
+    ppm = workdir / f"vm-{spec.name}.ppm"
+    png = workdir / f"vm-{spec.name}.png"
+    ppm.unlink(missing_ok=True)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as monitor:
+            monitor.settimeout(5)
+            monitor.connect(str(workdir / f"vm-{spec.name}.monitor"))
+            monitor.sendall(f"screendump {ppm}\n".encode())
+            deadline = time.monotonic() + 5
+            while not ppm.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(0.5)
+        png.write_bytes(ppm_to_png(ppm.read_bytes()))
+    except (OSError, ValueError) as e:
+        logger.warning("screendump of %s failed: %s", spec.name, e)
+        return None
+    finally:
+        ppm.unlink(missing_ok=True)
+    return png
+
+
+def ppm_to_png(data):
+    """Convert QEMU's binary PPM (P6, maxval 255) screendump to PNG bytes."""
+    magic, size, maxval, pixels = data.split(b"\n", 3)
+    if magic != b"P6" or maxval != b"255":
+        raise ValueError(f"not a P6/255 PPM: {data[:20]!r}")
+    width, height = (int(n) for n in size.split())
+    row = width * 3
+    if len(pixels) < row * height:
+        raise ValueError(f"PPM is short: {len(pixels)} bytes for {width}x{height}")
+    raw = b"".join(b"\0" + pixels[y * row : (y + 1) * row] for y in range(height))
+
+    def chunk(kind, body):
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )

@@ -87,7 +87,7 @@ async def main(data_dir, ready_file, machine_count, tls=False):
         ssl_context = make_ssl_context(*ensure_self_signed(data_dir, ["localhost"], ["127.0.0.1"]))
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run_engine, store, settings.jobs)
+        await nursery.start(engine.run, app)
         listeners = await nursery.start(
             functools.partial(
                 serve,

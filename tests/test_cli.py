@@ -1,8 +1,13 @@
 """`cloudboot` start-up errors: one clear line, exit status 2, never a traceback."""
 
+import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -19,10 +24,11 @@ def cloudboot(*args, netns=None, timeout=60):
 def assert_one_line_error(result, expected):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
+    # Log lines may come first (the store opened, say); the error is one line, last.
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("cloudboot: error:")
-    assert expected in lines[0]
+    errors = [line for line in lines if line.startswith("cloudboot: error:")]
+    assert errors == [lines[-1]], result.stderr
+    assert expected in lines[-1]
 
 
 def test_no_such_interface(tmp_path):
@@ -59,3 +65,53 @@ def test_interface_without_ipv4(tmp_path):
         assert_one_line_error(result, "interface 'lo' has no IPv4 address")
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def high_port_config(tmp_path, **ports):
+    lines = ["[dhcp]", "enabled = false", "[tftp]", "enabled = false", "[server]"]
+    lines += [f"{name} = {value}" for name, value in ports.items()]
+    path = tmp_path / "ports.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_port_already_in_use(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = high_port_config(tmp_path, http_port=port, https_port=port + 1)
+        result = cloudboot(
+            "serve",
+            "--interface",
+            "lo",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--config",
+            str(config),
+        )
+    assert_one_line_error(result, f"HTTP: port {port}/tcp is already in use")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_not_permitted_to_bind():
+    # pytest's own temporary folders are private to root; the unprivileged
+    # user needs a folder it can reach.
+    base = Path(tempfile.mkdtemp(prefix="cloudboot-cli-"))
+    base.chmod(0o755)
+    data = base / "d"
+    data.mkdir()
+    data.chmod(0o777)
+    config = high_port_config(base, http_port=80, https_port=443)
+    config.chmod(0o644)
+    cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    result = subprocess.run(
+        [*cmd, sys.executable, "-m", "appliance.cli", "serve", "--interface", "lo"]
+        + ["--data-dir", str(data), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    shutil.rmtree(base)
+    assert_one_line_error(result, "not permitted to bind port 80/tcp")

@@ -2,6 +2,8 @@
 
 import copy
 
+import pytest
+
 from lab import expect, vm
 
 
@@ -67,3 +69,19 @@ def test_inventory_document_is_unwrapped_from_its_snapshot():
     snapshot = {"id": 3, "machine_id": "m1", "inventory": {"schema": "cloudboot.inventory/1"}}
 
     assert expect.inventory_document(snapshot) == {"schema": "cloudboot.inventory/1"}
+
+
+def test_screendump_ppm_becomes_a_png_of_the_same_size():
+    width, height = 3, 2
+    ppm = b"P6\n3 2\n255\n" + bytes(range(width * height * 3))
+
+    png = vm.ppm_to_png(ppm)
+
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert png[12:16] == b"IHDR"
+    assert png[16:24] == (3).to_bytes(4, "big") + (2).to_bytes(4, "big")
+
+
+def test_screendump_rejects_a_truncated_ppm():
+    with pytest.raises(ValueError, match="short"):
+        vm.ppm_to_png(b"P6\n3 2\n255\n" + b"\0" * 5)

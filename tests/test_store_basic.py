@@ -67,6 +67,8 @@ async def test_a_failing_member_gets_its_error_and_neighbours_commit(tmp_path):
 
     assert isinstance(outcomes["bad"], ValueError)
     assert "refused" in str(outcomes["bad"])
+    # They shared transactions: the savepoints, not solo re-runs, kept the neighbours.
+    assert store.groups_committed < 10, store.groups_committed
     # Whichever of the two same-key writes ran second got the constraint error.
     refused = [o for o in (outcomes["dup"], outcomes["good0"]) if isinstance(o, apsw.Error)]
     assert len(refused) == 1 and isinstance(refused[0], apsw.ConstraintError)

@@ -33,6 +33,13 @@ def metric(name, **labels):
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+async def metric_reaches(value, name, **labels):
+    """Wait for a counter: a client may exit before the server has read its last ACK."""
+    with trio.fail_after(5):
+        while metric(name, **labels) < value:
+            await trio.sleep(0.01)
+
+
 @pytest.fixture
 def tftp_root(tmp_path):
     root = tmp_path / "srv" / "tftp"
@@ -175,7 +182,7 @@ async def test_40_mib_crosses_the_block_number_wrap_with_atftp(start_server, tft
         await trio.run_process(command + [HOST, str(port)])
 
     assert sha256(out.read_bytes()) == sha256(content)
-    assert metric("cloudboot_tftp_transfers_completed_total") == completed + 1
+    await metric_reaches(completed + 1, "cloudboot_tftp_transfers_completed_total")
 
 
 @needs_atftp
@@ -263,7 +270,8 @@ async def test_root_layout(start_server, tftp_root):
     assert metric("cloudboot_tftp_errors_total", reason="access_violation") == refused + 5
 
 
-async def test_refusal_is_logged_with_client_and_file(start_server, tftp_root):
+async def test_log_lines_carry_client_file_and_transfer_id(start_server, tftp_root):
+    (tftp_root / "ipxe.efi").write_bytes(os.urandom(20_000))
     port = await start_server()
     stream = io.StringIO()
     root_logger = logging.getLogger()
@@ -272,16 +280,29 @@ async def test_refusal_is_logged_with_client_and_file(start_server, tftp_root):
     try:
         async with RawClient() as client:
             _, reply = await client.download(port, "../tftp-private/secret")
+            content, _ = await client.download(port, "ipxe.efi", {"blksize": 1468})
             local_port = client.sock.getsockname()[1]
+        # The server logs once it has read the final ACK, just after download() returns.
+        with trio.fail_after(5):
+            while "TFTP sent" not in stream.getvalue():
+                await trio.sleep(0.01)
     finally:
         root_logger.handlers[:], level = saved
         root_logger.setLevel(level)
 
     assert error_code(reply) == tftp.ACCESS_VIOLATION
-    line = next(x for x in stream.getvalue().splitlines() if "refused" in x)
-    assert "warning" in line
-    assert f"client=127.0.0.1:{local_port}" in line
-    assert "file=../tftp-private/secret" in line
+    lines = stream.getvalue().splitlines()
+    refused = next(x for x in lines if "refused" in x)
+    assert "warning" in refused
+    assert f"client=127.0.0.1:{local_port}" in refused
+    assert "file=../tftp-private/secret" in refused
+
+    assert content == (tftp_root / "ipxe.efi").read_bytes()
+    sent = [x for x in lines if "TFTP sent 20000 bytes" in x]
+    assert len(sent) == 1, lines  # one line per transfer, none per block
+    assert f"client=127.0.0.1:{local_port}" in sent[0]
+    assert "file=ipxe.efi" in sent[0]
+    assert "tid=" in sent[0]
 
 
 async def test_write_request_is_refused(start_server, tftp_root):
@@ -324,9 +345,9 @@ async def test_client_abort_is_counted(start_server, tftp_root):
         assert tftp.parse_packet(data).options == {"tsize": "4096"}
         await client.send(tftp.encode_error(8, "just wanted the size"), peer)
 
-    with trio.fail_after(5):
-        while metric("cloudboot_tftp_transfers_failed_total", reason="client_error") == aborted:
-            await trio.sleep(0.01)
+    await metric_reaches(
+        aborted + 1, "cloudboot_tftp_transfers_failed_total", reason="client_error"
+    )
 
 
 async def test_flood_of_malformed_packets_leaves_server_answering(start_server, tftp_root):
@@ -394,6 +415,4 @@ async def test_unacknowledged_data_is_retransmitted_then_abandoned(start_server,
     assert [data[:4] for data, _ in replies[:3]] == [b"\x00\x03\x00\x01"] * 3
     assert error_code(replies[3][0]) == tftp.NOT_DEFINED
     assert {reply_peer for _, reply_peer in replies} == {peer}
-    with trio.fail_after(5):
-        while metric("cloudboot_tftp_transfers_failed_total", reason="timeout") == timeouts:
-            await trio.sleep(0.01)
+    await metric_reaches(timeouts + 1, "cloudboot_tftp_transfers_failed_total", reason="timeout")

@@ -339,6 +339,11 @@ async def run_engine(store, job_settings=None, *, task_status=trio.TASK_STATUS_I
         await trio.sleep(SWEEP_SECONDS)
 
 
+async def run(app, *, task_status=trio.TASK_STATUS_IGNORED):
+    """run_engine for serve.py: the App gives the store and settings.jobs."""
+    await run_engine(app.store, app.settings.jobs, task_status=task_status)
+
+
 async def sweep(store):
     """One pass: end jobs whose lease or timeout ran out. Returns the jobs ended."""
     registry = wakeups(store)

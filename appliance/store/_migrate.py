@@ -57,6 +57,11 @@ def _apply(conn, migration, now):
     # The migration and its schema_version row commit together: a crash in
     # between leaves the database at the previous version, never half-way.
     conn.execute("BEGIN IMMEDIATE")
+    # Another process (`cloudboot token issue` beside a starting appliance) may
+    # have applied it between our look and our lock.
+    if migration.number in applied_versions(conn):
+        conn.execute("COMMIT")
+        return
     try:
         conn.execute(migration.sql)
         conn.execute(

@@ -69,6 +69,7 @@ class Store:
         self._send, self._receive = trio.open_memory_channel(settings.max_group_size * 4)
         self._writer_stopped = trio.Event()
         self._closed = False
+        self._last_group_size = 0
         self.groups_committed = 0
         self.writes_committed = 0
 
@@ -84,7 +85,7 @@ class Store:
 
         store = cls(path, settings, *parts)
         # A system task, so that Store.open needs no nursery from its caller;
-        # _writer_loop catches every error of a group, so nothing escapes it.
+        # _writer_loop answers every error of a group, so nothing escapes it.
         trio.lowlevel.spawn_system_task(store._writer_loop, name="cloudboot-store-writer")
         return store
 
@@ -133,15 +134,23 @@ class Store:
             await trio.to_thread.run_sync(conn.close)
 
     async def _writer_loop(self):
+        group = []
         try:
             while True:
                 group = await self._next_group()
                 if not group:
                     return
-                await trio.to_thread.run_sync(self._commit_group, group)
-                for request in group:
-                    request.done.set()
+                try:
+                    await trio.to_thread.run_sync(self._commit_group, group)
+                except Exception as e:
+                    # A fault in the store itself, not in a write function: answer
+                    # everyone rather than let the writer task die with them waiting.
+                    log.exception("store writer failed on a group of %d writes", len(group))
+                    for request in group:
+                        request.error = request.error or StoreError(f"store writer failed: {e}")
+                _answer(group)
         finally:
+            _answer(group, StoreError("store writer stopped before this write was committed"))
             self._writer_stopped.set()
 
     async def _next_group(self):
@@ -150,22 +159,31 @@ class Store:
         except trio.EndOfChannel:
             return []
 
+        # Whatever is already queued joins at once.
         limit = self.settings.max_group_size
-        window = self.settings.group_commit_window_ms / 1000
-        with trio.move_on_after(window):
-            while len(group) < limit:
-                try:
-                    group.append(self._receive.receive_nowait())
-                    continue
-                except trio.WouldBlock:
-                    pass
-                except trio.EndOfChannel:
-                    break
-                try:
-                    group.append(await self._receive.receive())
-                except trio.EndOfChannel:
-                    break
+        self._drain(group, limit)
+
+        # Waiting for company pays only under load: a lone write on a quiet
+        # appliance is committed at once, not after the window.
+        if self._last_group_size > 1 or len(group) > 1:
+            window = self.settings.group_commit_window_ms / 1000
+            with trio.move_on_after(window):
+                while len(group) < limit:
+                    try:
+                        group.append(await self._receive.receive())
+                    except trio.EndOfChannel:
+                        break
+                    self._drain(group, limit)
+
+        self._last_group_size = len(group)
         return group
+
+    def _drain(self, group, limit):
+        while len(group) < limit:
+            try:
+                group.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
 
     def _commit_group(self, group):
         """Worker thread: one transaction for the group; members isolated by savepoints."""
@@ -202,6 +220,14 @@ class Store:
     def _count(self, group):
         self.groups_committed += 1
         self.writes_committed += sum(1 for r in group if r.error is None)
+
+
+def _answer(group, error=None):
+    for request in group:
+        if not request.done.is_set():
+            if error is not None:
+                request.error = error
+            request.done.set()
 
 
 def _run_member(conn, request):

@@ -17,7 +17,6 @@ import hmac
 import http.client
 import json
 import logging
-import socket
 import ssl
 import urllib.parse
 
@@ -68,7 +67,7 @@ class Rejected(AgentClientError):
 
 
 def fingerprint(der):
-    """"sha256:<hex>" of a DER certificate, the cloudboot.fp format."""
+    """The cloudboot.fp form of a DER certificate: sha256:<64 hex>."""
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
@@ -168,7 +167,7 @@ class AgentClient:
             raise
         except ssl.SSLError as e:
             raise Unreachable(f"TLS handshake failed: {e.reason or e}") from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise Unreachable("timed out") from None
         except (OSError, http.client.HTTPException) as e:
             raise Unreachable(_describe(e)) from None

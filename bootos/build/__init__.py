@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / ".build/bootos"
 DEFAULT_LOCK = REPO / "bootos/packages.lock"
 DEFAULT_CACHE = REPO / ".build/cache/debs"
-ZSTD_LEVEL = 19
+# Level 12 compresses this tree within ~10 % of level 19 in a fifth of the time.
+ZSTD_LEVEL = 12
 
 
 def build(out_dir: Path, lock: Path, cache: Path) -> dict:
@@ -53,7 +54,7 @@ def build(out_dir: Path, lock: Path, cache: Path) -> dict:
         tree, facts = assemble_root(Path(work), debs, locked, lock_path, epoch)
         shutil.copyfile(facts.pop("vmlinuz"), out_dir / "vmlinuz")
         pack_initramfs(tree, out_dir / "initrd.img", epoch)
-        iso.write_iso(
+        facts["iso_reproducible"] = iso.write_iso(
             out_dir / "bootos.iso", out_dir / "vmlinuz", out_dir / "initrd.img", work, epoch
         )
 
@@ -113,7 +114,7 @@ def pack_initramfs(tree, target, epoch):
     with open(raw, "wb") as out:
         size = cpio.write_newc(out, entries, epoch)
     try:
-        # -T1: one thread, so the compressed frames never depend on scheduling.
+        # -T1: one thread; the frames then cannot depend on how work was scheduled.
         argv = ["zstd", f"-{ZSTD_LEVEL}", "-T1", "-q", "-f", "-o", str(target), str(raw)]
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
     finally:

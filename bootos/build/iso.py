@@ -7,16 +7,24 @@ GRUB reads them from /boot/grub/cloudboot.cfg on the ISO when that file sets
 `cloudboot_args`; the built ISO ships it empty, and a technician either edits
 the menu entry at boot ('e') or writes the file into a copy of the ISO.
 
-Everything the ISO contains is stamped with SOURCE_DATE_EPOCH, which
-xorriso honours for its volume dates. This module never touches a device.
+Everything the ISO contains is stamped with SOURCE_DATE_EPOCH. xorriso
+honours that variable, but grub-mkrescue 2.06 takes the volume's date (which
+GRUB also uses as the file-system UUID it searches for) and the EFI image's
+FAT serial and times from the clock; so it runs under libfaketime with the
+clock frozen at SOURCE_DATE_EPOCH. Without faketime the ISO still builds,
+but two builds differ (the result says so). This module never touches a device.
 """
 
+import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from bootos.build.lock import BuildError
+
+log = logging.getLogger(__name__)
 
 GRUB_CFG = """\
 # CloudBoot BootOS. Parameters for the agent (cloudboot.url, cloudboot.fp,
@@ -43,14 +51,15 @@ menuentry "CloudBoot BootOS self-test (print inventory, power off)" {
 """
 
 CLOUDBOOT_CFG = """\
-# Set the agent's parameters for this ISO, e.g.:
-# set cloudboot_args="cloudboot.url=https://192.0.2.10 cloudboot.fp=sha256:... cloudboot.mac=aa:bb:cc:dd:ee:ff"
+# Set the agent's parameters for this ISO, on one line, e.g.:
+# set cloudboot_args="cloudboot.url=https://192.0.2.10 cloudboot.fp=sha256:...
+#                     cloudboot.mac=aa:bb:cc:dd:ee:ff"
 set cloudboot_args=""
 """
 
 
 def write_iso(target, vmlinuz, initrd, work, source_date_epoch):
-    """Build the hybrid ISO at target from the kernel and initramfs."""
+    """Build the hybrid ISO at target; returns True when the build is reproducible."""
     tree = Path(work) / "iso"
     (tree / "boot/grub").mkdir(parents=True)
     shutil.copyfile(vmlinuz, tree / "boot/vmlinuz")
@@ -62,9 +71,18 @@ def write_iso(target, vmlinuz, initrd, work, source_date_epoch):
 
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(source_date_epoch), TZ="UTC", LC_ALL="C")
     argv = ["grub-mkrescue", "-o", str(target), str(tree)]
+    faketime = shutil.which("faketime")
+    if faketime:
+        frozen = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(source_date_epoch))
+        argv = [faketime, "-f", frozen] + argv
+    else:
+        log.warning("faketime not installed: bootos.iso will differ from build to build")
     try:
         done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     except FileNotFoundError:
-        raise BuildError("grub-mkrescue not found; install grub-pc-bin grub-efi-amd64-bin") from None
+        raise BuildError(
+            "grub-mkrescue not found; install grub-pc-bin grub-efi-amd64-bin"
+        ) from None
     if done.returncode != 0:
         raise BuildError(f"grub-mkrescue failed ({done.returncode}): {done.stderr.strip()}")
+    return faketime is not None

@@ -140,7 +140,9 @@ def run_from_tree(tree, program, argv0, args):
     """Run a dynamically linked program of the tree with the tree's loader and libraries."""
     libs = ":".join(str(tree / d) for d in LIB_DIRS[:2])
     loader = tree / "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
-    return _run([str(loader), "--library-path", libs, "--argv0", argv0, str(tree / program)] + args)
+    return _run(
+        [str(loader), "--library-path", libs, "--argv0", argv0, str(tree / program)] + args
+    )
 
 
 def check_libraries(root):

@@ -1,0 +1,56 @@
+"""Small file helpers for the keys directory: private modes and atomic replace.
+
+Every file keys/ writes goes through here so that no state file is ever left
+half-written (a crash during rotation must leave the old keyring readable) and
+none is ever readable by group or others.
+"""
+
+import json
+import os
+from pathlib import Path
+
+from keys.errors import KeysError
+
+KEYS_DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def keys_dir(data_dir) -> Path:
+    """<data_dir>/keys, made with mode 0700 when missing."""
+    path = Path(data_dir) / "keys"
+    path.mkdir(mode=KEYS_DIR_MODE, parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Write data to path through a temporary file and a rename.
+
+    The temporary file is created with the final mode, so the content is never
+    visible with wider permissions, and fsync'd before the rename so a power
+    cut leaves either the old or the new file.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, document, mode: int = FILE_MODE) -> None:
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, text.encode(), mode)
+
+
+def read_json(path: Path, what: str):
+    """Read a JSON state file, turning damage into a one-line KeysError."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise KeysError(f"{what} not found at {path}") from None
+    except (OSError, ValueError) as exc:
+        raise KeysError(f"{what} at {path} cannot be read: {exc}") from None

@@ -1,0 +1,278 @@
+"""The launcher: a fresh single-threaded process that builds the sandbox and supervises it.
+
+The runner may live in a threaded process (trio's worker threads on the appliance), where
+fork() is unsafe and unshare() of some namespaces is refused, so it starts this module as a
+new interpreter instead. Three processes take part:
+
+1. the launcher (this process, still root in the host namespaces) unshares the mount, PID,
+   IPC, UTS and network namespaces and forks;
+2. the child becomes PID 1 of the new PID namespace ("init"): it mounts a fresh /proc,
+   drops to the run's own uid, enters a user namespace where the kernel allows, sets
+   no_new_privs, restricts itself with Landlock and seccomp, then forks the provider and
+   stays behind only to reap. Because it is init, the kernel kills every process left in
+   the namespace when it exits, and signals from the provider cannot reach it;
+3. the provider execs with everything above inherited.
+
+The launcher answers the seccomp notifications of refused system calls (EPERM) and writes
+one JSON line per fact to the report pipe: "started" with the protections in force,
+"refusal" per refused call, "setup_failed", and "exit". It must never run provider code
+itself and never outlive the runner by design (the child has PDEATHSIG).
+"""
+
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import traceback
+
+from providers.sandbox import _kernel, landlock, limits, seccomp
+
+MAX_REFUSALS_REPORTED = 200
+SYSTEM_READ_EXECUTE = (
+    "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64", "/usr/libexec", "/lib64",
+    "/usr/local/lib",
+)  # fmt: skip
+SYSTEM_READ = ("/etc/ld.so.cache", "/etc/localtime", "/usr/share/zoneinfo")
+DEVICES_READ_WRITE = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom", "/dev/random")
+
+
+def main():
+    spec_fd, report_fd = int(sys.argv[1]), int(sys.argv[2])
+    with os.fdopen(spec_fd, "rb") as handle:
+        spec = json.loads(handle.read())
+    report = os.fdopen(report_fd, "w", buffering=1)
+    try:
+        code = launch(spec, report)
+    except Exception as exc:  # the report is the only channel the runner reads
+        _emit(report, "setup_failed", message=f"launcher: {exc}", trace=traceback.format_exc())
+        code = 125
+    report.close()
+    os._exit(code)
+
+
+def launch(spec, report):
+    namespaces = _enter_namespaces(spec)
+    missing = _missing(spec, {"namespaces": all(namespaces.values())})
+    if missing:
+        _emit(report, "setup_failed", message=f"required protection missing: {missing}")
+        return 125
+
+    parent_end, child_end = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        parent_end.close()
+        _child(spec, child_end, namespaces)
+    child_end.close()
+    return _supervise(spec, report, parent_end, pid)
+
+
+def _enter_namespaces(spec):
+    flags = {
+        "mount": _kernel.CLONE_NEWNS,
+        "pid": _kernel.CLONE_NEWPID,
+        "ipc": _kernel.CLONE_NEWIPC,
+        "uts": _kernel.CLONE_NEWUTS,
+    }
+    if not spec["network"]:
+        flags["net"] = _kernel.CLONE_NEWNET
+    combined = 0
+    for value in flags.values():
+        combined |= value
+    try:
+        _kernel.unshare(combined)
+        return dict.fromkeys(flags, True)
+    except _kernel.KernelError:
+        return dict.fromkeys(flags, False)
+
+
+def _missing(spec, found):
+    if spec.get("allow_missing"):
+        return []
+    return [name for name in spec["required"] if name in found and not found[name]]
+
+
+def _emit(report, event, **fields):
+    report.write(json.dumps({"event": event, **fields}) + "\n")
+
+
+# --- the child: PID 1 of the sandbox -------------------------------------------------------
+
+
+def _child(spec, channel, namespaces):
+    try:
+        channel.recv(1)  # the launcher has put us in the run's cgroups
+        protections = _confine(spec, namespaces)
+        missing = [
+            name
+            for name in spec["required"]
+            if not spec.get("allow_missing") and not protections.get(name)
+        ]
+        if missing:
+            raise RuntimeError(f"required protection missing: {', '.join(missing)}")
+        listener = protections.pop("_listener")
+        fds = [listener] if listener is not None else []
+        socket.send_fds(channel, [json.dumps({"protections": protections}).encode()], fds)
+        if listener is not None:
+            os.close(listener)
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            channel.sendall(json.dumps({"setup_failed": str(exc)}).encode())
+        os._exit(126)
+    _init(spec, channel)
+
+
+def _confine(spec, namespaces):
+    """Every restriction, in the only order that works; returns what is in force."""
+    found = {"namespaces": all(namespaces.values()), "namespace_list": namespaces}
+    if namespaces.get("mount"):
+        _kernel.mount(None, "/", None, _kernel.MS_REC | _kernel.MS_PRIVATE)
+        flags = _kernel.MS_NOSUID | _kernel.MS_NODEV | _kernel.MS_NOEXEC
+        _kernel.mount("proc", "/proc", "proc", flags)  # shows only this PID namespace
+    if namespaces.get("uts"):
+        _kernel.sethostname("provider")
+
+    found["rlimits"] = limits.apply_rlimits(limits.Limits(**spec["limits"]))
+    os.chdir(spec["workdir"])
+    found.update(_drop_privileges(spec["uid"], spec["gid"]))
+
+    _kernel.prctl(_kernel.PR_SET_NO_NEW_PRIVS, 1)
+    found["no_new_privs"] = _kernel.prctl(_kernel.PR_GET_NO_NEW_PRIVS) == 1
+    found.update(_landlock(spec))
+    found.update(_seccomp(spec))
+    return found
+
+
+def _drop_privileges(uid, gid):
+    if os.getuid() == 0:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    # Credential changes clear the parent-death signal, so it is set after them.
+    _kernel.prctl(_kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+    try:
+        _kernel.unshare(_kernel.CLONE_NEWUSER)
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+        user_ns = True
+    except OSError:
+        user_ns = False
+    return {"uid": os.getuid(), "unprivileged": os.geteuid() != 0, "user_namespace": user_ns}
+
+
+def _landlock(spec):
+    abi = landlock.abi_version()
+    if abi < 1:
+        return {"landlock_abi": 0, "landlock_fs": False, "landlock_net": False}
+    paths = dict.fromkeys(SYSTEM_READ_EXECUTE, landlock.READ_EXECUTE)
+    paths.update(dict.fromkeys(SYSTEM_READ, landlock.READ))
+    paths.update(dict.fromkeys(DEVICES_READ_WRITE, landlock.FS_READ_FILE | landlock.FS_WRITE_FILE))
+    paths.update(dict.fromkeys(spec["read_execute"], landlock.READ_EXECUTE))
+    # The work directory is writable but not executable: a provider cannot download code
+    # into it and run it.
+    paths[spec["workdir"]] = landlock.READ | landlock.WRITE
+    ports = dict.fromkeys(spec["tcp_ports"], landlock.NET_CONNECT_TCP)
+    return landlock.restrict(paths, ports, abi)
+
+
+def _seccomp(spec):
+    if not _kernel.seccomp_available():
+        return {"seccomp": False, "seccomp_notify": False, "_listener": None}
+    listener = seccomp.install(network=spec["network"], notify=True)
+    return {"seccomp": True, "seccomp_notify": listener is not None, "_listener": listener}
+
+
+def _init(spec, channel):
+    """Fork the provider, then reap until it exits; report its status and leave."""
+    devnull = os.open("/dev/null", os.O_RDWR)
+    pid = os.fork()
+    if pid == 0:
+        channel.close()
+        try:
+            os.execve(spec["argv"][0], spec["argv"], spec["env"])
+        except OSError as exc:
+            os.write(2, f"cannot start provider: {exc}\n".encode())
+        os._exit(127)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    while True:
+        try:
+            reaped, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        if reaped == pid:
+            break
+    exit_code = os.waitstatus_to_exitcode(status)
+    with contextlib.suppress(OSError):
+        channel.sendall(json.dumps({"exit": exit_code}).encode())
+    os._exit(0)
+
+
+def _write(path, text):
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+# --- the launcher's side: cgroups, notifications, exit -------------------------------------
+
+
+def _supervise(spec, report, channel, pid):
+    limits.join(spec["cgroup_paths"], pid)
+    channel.sendall(b"g")
+
+    message, fds, _flags, _addr = socket.recv_fds(channel, 65536, 1)
+    reply = json.loads(message or b"{}")
+    if "protections" not in reply:
+        _emit(report, "setup_failed", message=reply.get("setup_failed", "sandbox child died"))
+        os.waitpid(pid, 0)
+        return 126
+    listener = fds[0] if fds else None
+    _emit(report, "started", pid=pid, protections=reply["protections"])
+
+    exit_code = _serve_until_exit(report, channel, listener)
+    os.waitpid(pid, 0)
+    _emit(report, "exit", code=exit_code)
+    return 0
+
+
+def _serve_until_exit(report, channel, listener):
+    poller = select.poll()
+    poller.register(channel, select.POLLIN)
+    if listener is not None:
+        poller.register(listener, select.POLLIN)
+    refusals, exit_code, buffered = 0, None, b""
+    while True:
+        for fd, events in poller.poll(1000):
+            if fd == listener:
+                if events & select.POLLIN:
+                    refusals = _answer(report, listener, refusals)
+                else:
+                    poller.unregister(listener)
+                continue
+            chunk = channel.recv(4096)
+            if not chunk:
+                return exit_code
+            buffered += chunk
+            with contextlib.suppress(ValueError):
+                exit_code = json.loads(buffered)["exit"]
+
+
+def _answer(report, listener, refusals):
+    notification = seccomp.receive(listener)
+    if notification is None:
+        return refusals
+    seccomp.refuse(listener, notification)
+    refusals += 1
+    if refusals <= MAX_REFUSALS_REPORTED:
+        name = seccomp.syscall_name(notification["nr"])
+        _emit(report, "refusal", by="seccomp", syscall=name, args=notification["args"][:3])
+    elif refusals == MAX_REFUSALS_REPORTED + 1:
+        _emit(report, "refusal", by="seccomp", syscall="...", note="further refusals not listed")
+    return refusals
+
+
+if __name__ == "__main__":
+    main()
