@@ -81,7 +81,9 @@ def cmd_token_issue(args):
 
     settings = load_settings(args)
     try:
-        token = auth.issue_token_cli(settings.server.data_dir, args.role, args.user)
+        token = auth.issue_token_cli(
+            settings.server.data_dir, args.role, args.user, ttl_days=settings.api.token_ttl_days
+        )
     except auth.AuthError as e:
         raise CliError(str(e)) from None
     print(token)

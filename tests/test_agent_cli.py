@@ -50,3 +50,21 @@ def test_unknown_subcommand_is_a_usage_error():
     assert done.returncode == 2
     assert "invalid choice: 'frobnicate'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_agent_modules_load_no_server_code():
+    code = (
+        "import sys, bootos.agent.cli, bootos.agent.runtime, bootos.agent.client; "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+    modules = done.stdout.split()
+    assert "bootos.agent.runtime" in modules
+    server = [m for m in modules if m.split(".")[0] in ("trio", "h11", "apsw", "cryptography")]
+    server += [
+        m for m in modules if m.startswith("appliance.") and not m.startswith("appliance.proto")
+    ]
+    assert server == []

@@ -5,6 +5,8 @@ asset tag) and keep the vendors' own template text (To be filled by O.E.M.,
 Default string, 0123456789, NO DIMM). None of it may become an identifier.
 """
 
+import json
+
 import pytest
 
 from appliance.core import identity, machines
@@ -82,3 +84,23 @@ async def test_every_dump_registers_as_its_own_machine(corpus, tmp_path):
         assert len(ids) == 11
     finally:
         await store.close()
+
+
+def test_redfish_uuids_from_a_supermicro_bmc(corpus):
+    # The service root's UUID is zeros followed by the BMC's MAC (a NIC, not a
+    # system); the ComputerSystem UUID is a real one.
+    folder = corpus / "redfish"
+    root = json.loads((folder / "bmclib__supermicro-redfish-1.14.0__ServiceRoot.json").read_text())
+    system = json.loads((folder / "bmclib__supermicro-sys-510t__Systems_1.json").read_text())
+    assert root["UUID"].startswith("00000000-0000-0000-0000-")
+    assert placeholders.uuid_trusted(root["UUID"]) is False
+    assert placeholders.uuid_trusted(system["UUID"]) is True
+
+    document = validate(
+        {
+            "schema": "cloudboot.inventory/1",
+            "system": {"uuid": system["UUID"], "sku": system["SKU"]},
+        }
+    )
+    signals = identity.signals(document)
+    assert signals == [identity.Signal("uuid", system["UUID"].lower())]

@@ -82,20 +82,29 @@ class RawClient:
         with trio.fail_after(seconds):
             return await self.sock.recvfrom(65536)
 
+    async def request(self, port, filename, options=None, tries=5):
+        """Send an RRQ and return the first reply, resending it as real clients do."""
+        request = tftp.encode_request(tftp.RRQ, filename, options)
+        for _ in range(tries - 1):
+            await self.send(request, (HOST, port))
+            with trio.move_on_after(1):
+                return await self.sock.recvfrom(65536)
+        await self.send(request, (HOST, port))
+        return await self.receive()
+
     async def download(self, port, filename, options=None):
-        """Fetch a file; returns (content, first reply) or raises on an ERROR packet."""
-        await self.send(tftp.encode_request(tftp.RRQ, filename, options), (HOST, port))
+        """Fetch a file; returns (content, first reply), or (None, ERROR packet)."""
+        data, peer = await self.request(port, filename, options)
         block_size = 512
-        content, expected, first = bytearray(), 1, None
+        content, expected, first = bytearray(), 1, data
         while True:
-            data, peer = await self.receive()
             packet = tftp.parse_packet(data)
-            first = first or data
             if packet.opcode == tftp.ERROR:
                 return None, data
             if packet.opcode == tftp.OACK:
                 block_size = int(packet.options.get("blksize", block_size))
                 await self.send(tftp.encode_ack(0), peer)
+                data = await self.receive_from(peer)
                 continue
             if packet.blocknumber == expected % 65536:
                 content += packet.data
@@ -103,6 +112,14 @@ class RawClient:
             await self.send(tftp.encode_ack(packet.blocknumber), peer)
             if len(packet.data) < block_size:
                 return bytes(content), first
+            data = await self.receive_from(peer)
+
+    async def receive_from(self, peer):
+        # A resent RRQ can start a second transfer; only the first one is followed.
+        while True:
+            data, source = await self.receive()
+            if source == peer:
+                return data
 
 
 def error_code(data):

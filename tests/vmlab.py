@@ -18,7 +18,9 @@ from lab import netns, session, vm
 
 REPO = Path(__file__).resolve().parent.parent
 
-BOOTOS_DIR = REPO / ".build" / "bootos"
+# Another BootOS build (e.g. one made with `python3 -m bootos.build --out DIR`) can be tried
+# without touching .build/.
+BOOTOS_DIR = Path(os.environ.get("CLOUDBOOT_BOOTOS_DIR") or REPO / ".build" / "bootos")
 
 
 def require_root_and(*tools):

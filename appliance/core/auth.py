@@ -388,10 +388,14 @@ def issue_token_cli(data_dir, role, user=None, ttl_days=None):
 
 
 async def _issue_token_cli(path, role, user, ttl_days):
-    from appliance.store import Store
+    from appliance.store import SchemaError, Store, StoreError
 
     minted = new_token()
-    store = await Store.open(path)
+    try:
+        store = await Store.open(path)
+    except (StoreError, SchemaError) as e:
+        # Shown to the technician as one line by the CLI, not as a traceback.
+        raise AuthError(500, "store_unavailable", str(e)) from None
     try:
         await store.write(_cli_issue, user, role, ttl_days, minted)
     finally:

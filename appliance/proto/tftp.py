@@ -310,7 +310,7 @@ class Transfer:
     `read_at(offset, length)` returns file bytes; it is called once per window,
     and a window's packets are kept for retransmission rather than read again.
     Blocks are numbered from 1 without limit here and sent modulo 65536, so the
-    block after 65535 is 0 (what tftpd-hpa, dnsmasq and most clients do).
+    block after 65535 is 0, as tftpd-hpa does and atftp and curl expect.
     """
 
     def __init__(self, read_at: Callable, file_size, negotiated, *, retries):

@@ -34,6 +34,7 @@ NAMESPACE_FLAGS = (
 
 # prctl(2) options, include/uapi/linux/prctl.h.
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_GET_SECCOMP = 21
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39

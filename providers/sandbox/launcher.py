@@ -131,6 +131,12 @@ def _confine(spec, namespaces):
         _kernel.mount(None, "/", None, _kernel.MS_REC | _kernel.MS_PRIVATE)
         flags = _kernel.MS_NOSUID | _kernel.MS_NODEV | _kernel.MS_NOEXEC
         _kernel.mount("proc", "/proc", "proc", flags)  # shows only this PID namespace
+        # A size-limited tmpfs, seen only in this mount namespace, so filling the work
+        # directory fills nothing of the host's; it disappears with the namespace.
+        size = spec["limits"]["work_mb"]
+        options = f"size={size}m,mode=0700,uid={spec['uid']},gid={spec['gid']}"
+        _kernel.mount("tmpfs", spec["workdir"], "tmpfs", flags, options)
+        found["work_tmpfs_mb"] = size
     if namespaces.get("uts"):
         _kernel.sethostname("provider")
 
@@ -150,21 +156,26 @@ def _drop_privileges(uid, gid):
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
-    # Credential changes clear the parent-death signal, so it is set after them.
+    # Credential changes clear the parent-death signal and make the process non-dumpable,
+    # which leaves /proc/self owned by root; both are restored after them.
     _kernel.prctl(_kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+    _kernel.prctl(_kernel.PR_SET_DUMPABLE, 1)
     try:
         _kernel.unshare(_kernel.CLONE_NEWUSER)
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{uid} {uid} 1")
-        _write("/proc/self/gid_map", f"{gid} {gid} 1")
-        user_ns = True
     except OSError:
-        user_ns = False
-    return {"uid": os.getuid(), "unprivileged": os.geteuid() != 0, "user_namespace": user_ns}
+        return {"uid": os.getuid(), "unprivileged": os.geteuid() != 0, "user_namespace": False}
+    # Mapping only our own ids needs no privilege in the parent namespace
+    # (user_namespaces(7), "Defining user and group ID mappings").
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{uid} {uid} 1")
+    _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    return {"uid": os.getuid(), "unprivileged": os.geteuid() != 0, "user_namespace": True}
 
 
 def _landlock(spec):
     abi = landlock.abi_version()
+    if spec.get("landlock_abi_cap") is not None:
+        abi = min(abi, spec["landlock_abi_cap"])
     if abi < 1:
         return {"landlock_abi": 0, "landlock_fs": False, "landlock_net": False}
     paths = dict.fromkeys(SYSTEM_READ_EXECUTE, landlock.READ_EXECUTE)

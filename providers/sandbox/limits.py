@@ -33,6 +33,7 @@ class Limits:
     open_files: int = 64
     file_size_mb: int = 64
     output_bytes: int = 1 << 20
+    work_mb: int = 64  # size of the tmpfs the work directory is mounted on
 
     def capped_by(self, ceiling):
         mine, theirs = asdict(self), asdict(ceiling)

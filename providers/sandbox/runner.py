@@ -1,0 +1,342 @@
+"""The runner: start a provider in the sandbox, feed it its request, police it, report.
+
+Blocking and standard-library only, so the BootOS agent calls it directly and the appliance
+calls it from a worker thread. The sandbox itself is built by a fresh launcher process
+(providers/sandbox/launcher.py); this side enforces what only a parent can: the wall-clock
+deadline, the output-size limit, the protocol (garbage or a second result ends the run at
+once), and the kill of the whole process tree. It never trusts the provider's exit status
+on its own: a run succeeds only when the provider said so in exactly one result.
+"""
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from providers import protocol
+from providers.sandbox import _kernel, landlock, limits
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUNTIME_ROOT = "/opt/cloudboot/runtime"
+DEFAULT_REQUIRED = ("namespaces", "no_new_privs", "landlock_fs", "seccomp", "rlimits")
+UID_BASE = 2_100_000_000  # far above any account a distribution hands out
+STDERR_TAIL = 8192
+INTERPRETERS = {
+    "python3": ["/usr/bin/python3", "-I", "-B"],
+    "sh": ["/bin/sh"],
+}
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """Operator settings: where work directories go, global ceilings, what is required."""
+
+    runtime_root: str = DEFAULT_RUNTIME_ROOT
+    ceiling: limits.Limits = field(default_factory=limits.Limits)
+    required: tuple = DEFAULT_REQUIRED
+    allow_missing: bool = False
+    keep_workdir: bool = False
+    cgroup_root: str = limits.CGROUP_ROOT
+    # Use at most this Landlock ABI, to see what a provider gets on an older kernel
+    # (Debian 12's own kernel has ABI 2: no network rules, no signal scoping).
+    landlock_abi_cap: int | None = None
+
+
+@dataclass
+class RunResult:
+    """What happened, for the job record and the audit log."""
+
+    status: str  # "succeeded" or "failed"
+    reason: str  # "ok", "provider_failed", "protocol_violation", "timeout", ...
+    message: str
+    data: dict = field(default_factory=dict)
+    events: list = field(default_factory=list)
+    protections: dict = field(default_factory=dict)
+    refusals: list = field(default_factory=list)
+    limits: dict = field(default_factory=dict)
+    exit_code: int | None = None
+    stderr: str = ""
+    duration: float = 0.0
+
+    def to_dict(self):
+        return dict(self.__dict__)
+
+
+def probe():
+    """Which protections this kernel can give, without starting anything."""
+    abi = landlock.abi_version()
+    return {
+        "landlock_abi": abi,
+        "landlock_fs": abi >= 1,
+        "landlock_net": abi >= 4,
+        "seccomp": _kernel.seccomp_available(),
+        "root": os.geteuid() == 0,
+    }
+
+
+def run(package_dir, manifest, request, grants=None, settings=None, on_event=None):
+    """Run the provider unpacked at `package_dir` (its `manifest` already validated).
+
+    `grants` is what the operator allows of the manifest's requests: {"network": [ports]}.
+    `on_event(event)` sees progress and log events as they arrive. Never raises for
+    anything the provider does; returns a RunResult.
+    """
+    settings = settings or SandboxSettings()
+    run_id = f"{manifest.name}-{secrets.token_hex(4)}"
+    run_limits = manifest.limits.capped_by(settings.ceiling)
+    ports = _granted_ports(manifest, grants or {})
+    required = list(settings.required) + (["landlock_net"] if ports else [])
+
+    workdir = _make_workdir(settings.runtime_root, run_id)
+    group = limits.create(run_id, run_limits, settings.cgroup_root)
+    try:
+        spec = _spec(package_dir, manifest, workdir, run_limits, ports, required, settings)
+        spec["cgroup_paths"] = group.paths
+        result = _Supervisor(spec, request, run_limits, group, on_event).run()
+    finally:
+        group.kill_all()
+        group.remove()
+        if not settings.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result.limits = {**run_limits.__dict__, "mechanism": group.mechanism}
+    log.info("provider %s: %s (%s) %s", run_id, result.status, result.reason, result.message)
+    return result
+
+
+def _granted_ports(manifest, grants):
+    asked = {dest["port"] for dest in manifest.network}
+    allowed = set(grants.get("network") or [])
+    return sorted(asked & allowed)
+
+
+def _make_workdir(root, run_id):
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    path = os.path.join(root, run_id)
+    os.mkdir(path, 0o700)
+    return path
+
+
+def _spec(package_dir, manifest, workdir, run_limits, ports, required, settings):
+    uid = UID_BASE + secrets.randbelow(1_000_000) if os.geteuid() == 0 else os.getuid()
+    gid = uid if os.geteuid() == 0 else os.getgid()
+    if os.geteuid() == 0:
+        os.chown(workdir, uid, gid)
+    package_dir = os.path.realpath(package_dir)
+    entry = os.path.join(package_dir, manifest.entry)
+    argv = [*INTERPRETERS[manifest.interpreter], entry] if manifest.interpreter else [entry]
+    env = {
+        "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "LANG": "C.UTF-8",
+        "CLOUDBOOT_PROTOCOL": str(protocol.VERSION),
+        "CLOUDBOOT_PACKAGE_DIR": package_dir,
+        "CLOUDBOOT_WORK_DIR": workdir,
+    }
+    return {
+        "argv": argv,
+        "env": env,
+        "workdir": workdir,
+        "uid": uid,
+        "gid": gid,
+        "read_execute": [package_dir],
+        "network": bool(ports),
+        "tcp_ports": ports,
+        "limits": run_limits.__dict__,
+        "required": required,
+        "allow_missing": settings.allow_missing,
+        "landlock_abi_cap": settings.landlock_abi_cap,
+    }
+
+
+class _Supervisor:
+    """One run's parent-side loop over the provider's stdout, stderr and the report pipe."""
+
+    def __init__(self, spec, request, run_limits, group, on_event):
+        self.spec = spec
+        self.request = json.dumps(request).encode() + b"\n"
+        self.limits = run_limits
+        self.group = group
+        self.on_event = on_event
+        self.parser = protocol.OutputParser()
+        self.failure = None  # (reason, message) decided by the parent
+        self.protections, self.refusals = {}, []
+        self.setup_error = None
+        self.child_pid = None
+        self.exit_code = None
+        self.output_bytes = 0
+        self.stderr = bytearray()
+        self.report_buffer = b""
+
+    def run(self):
+        started = time.monotonic()
+        self.process = self._start()
+        self._loop(started + self.limits.run_seconds)
+        result = self._result()
+        result.duration = round(time.monotonic() - started, 3)
+        return result
+
+    def _start(self):
+        spec_r, spec_w = os.pipe()
+        report_r, report_w = os.pipe()
+        code = (
+            f"import sys; sys.path.insert(0, {REPO_ROOT!r}); "
+            "from providers.sandbox import launcher; launcher.main()"
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-c", code, str(spec_r), str(report_w)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(spec_r, report_w),
+            close_fds=True,
+        )
+        os.close(spec_r)
+        os.close(report_w)
+        with os.fdopen(spec_w, "wb") as handle:
+            handle.write(json.dumps(self.spec).encode())
+        self.report = os.fdopen(report_r, "rb", buffering=0)
+        return process
+
+    def _loop(self, deadline):
+        selector = selectors.DefaultSelector()
+        os.set_blocking(self.process.stdin.fileno(), False)
+        selector.register(self.process.stdin, selectors.EVENT_WRITE, "stdin")
+        selector.register(self.process.stdout, selectors.EVENT_READ, "stdout")
+        selector.register(self.process.stderr, selectors.EVENT_READ, "stderr")
+        selector.register(self.report, selectors.EVENT_READ, "report")
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._kill("timeout", f"no result within {self.limits.run_seconds:g} s")
+                break
+            for key, _mask in selector.select(min(remaining, 1.0)):
+                self._handle(selector, key)
+            if self.failure:
+                break
+        selector.close()
+        self._finish()
+
+    def _handle(self, selector, key):
+        if key.data == "stdin":
+            self._write_request(selector, key.fileobj)
+            return
+        chunk = os.read(key.fileobj.fileno(), 65536)
+        if not chunk:
+            selector.unregister(key.fileobj)
+            return
+        if key.data == "report":
+            self._on_report(chunk)
+            return
+        self.output_bytes += len(chunk)
+        if self.output_bytes > self.limits.output_bytes:
+            self._kill("output_limit", f"more than {self.limits.output_bytes} bytes of output")
+        elif key.data == "stderr":
+            self.stderr = (self.stderr + chunk)[-STDERR_TAIL:]
+        else:
+            self._on_output(chunk)
+
+    def _write_request(self, selector, stdin):
+        try:
+            written = os.write(stdin.fileno(), self.request)
+        except (BrokenPipeError, BlockingIOError):
+            written = len(self.request)  # a provider may ignore its request
+        self.request = self.request[written:]
+        if not self.request:
+            selector.unregister(stdin)
+            stdin.close()
+
+    def _on_output(self, chunk):
+        try:
+            events = self.parser.feed(chunk)
+        except protocol.ProtocolError as exc:
+            self._kill("protocol_violation", str(exc))
+            return
+        for event in events:
+            if self.on_event and event["type"] != "result":
+                self.on_event(event)
+
+    def _on_report(self, chunk):
+        self.report_buffer += chunk
+        *lines, self.report_buffer = self.report_buffer.split(b"\n")
+        for line in lines:
+            fact = json.loads(line)
+            if fact["event"] == "started":
+                self.child_pid, self.protections = fact["pid"], fact["protections"]
+            elif fact["event"] == "refusal":
+                self.refusals.append({k: v for k, v in fact.items() if k != "event"})
+            elif fact["event"] == "setup_failed":
+                self.setup_error = fact["message"]
+            elif fact["event"] == "exit":
+                self.exit_code = fact["code"]
+
+    def _kill(self, reason, message):
+        if self.failure is None:
+            self.failure = (reason, message)
+        if self.child_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.child_pid, signal.SIGKILL)
+        self.group.kill_all()
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+
+    def _finish(self):
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._kill("sandbox_error", "launcher did not exit")
+            self.process.wait()
+        with contextlib.suppress(OSError):
+            rest = self.report.read()
+            if rest:
+                self._on_report(rest + b"\n")
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
+        self.report.close()
+
+    def _result(self):
+        common = {
+            "protections": self.protections,
+            "refusals": self.refusals,
+            "exit_code": self.exit_code,
+            "stderr": self.stderr.decode("utf-8", "replace"),
+            "events": self.parser.events,
+        }
+        if self.setup_error:
+            return RunResult("failed", "sandbox_setup_failed", self.setup_error, **common)
+        reason, message = self.failure or self._limit_reason() or (None, None)
+        if reason:
+            return RunResult("failed", reason, message, **common)
+        try:
+            result = self.parser.finish()
+        except protocol.ProtocolError as exc:
+            return RunResult("failed", "protocol_violation", self._explain(exc), **common)
+        status = result["status"]
+        reason = "ok" if status == "succeeded" else "provider_failed"
+        return RunResult(status, reason, result.get("message", ""), result["data"], **common)
+
+    def _limit_reason(self):
+        if self.group.memory_events():
+            return "memory_limit", f"the provider exceeded its {self.limits.memory_mb} MiB"
+        if self.exit_code == -signal.SIGXCPU:
+            return "cpu_limit", f"the provider used its {self.limits.cpu_seconds} s of CPU"
+        return None
+
+    def _explain(self, exc):
+        if self.exit_code is not None and self.exit_code < 0:
+            name = signal.Signals(-self.exit_code).name
+            return f"{exc} (the provider was killed by {name})"
+        if self.exit_code:
+            return f"{exc} (the provider exited with status {self.exit_code})"
+        return str(exc)

@@ -1,0 +1,1 @@
+"""Hostile providers: each tries one escape from the sandbox and must fail."""
