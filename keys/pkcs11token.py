@@ -44,6 +44,19 @@ def read_pin(pin_file, data_dir) -> str:
     return Path(pin_file).read_text().strip()
 
 
+def _open_session(pkcs11, token, pin: str):
+    """A read-write session, logged in as the user.
+
+    PKCS#11 login state belongs to the application, not the session: a second
+    source in the same process (the CLI's rotate after init) finds the user
+    logged in already, and its new session shares that login.
+    """
+    try:
+        return token.open(user_pin=pin, rw=True)
+    except pkcs11.UserAlreadyLoggedIn:
+        return token.open(rw=True)
+
+
 class Pkcs11Master(MasterKeySource):
     """Master key versions held as non-extractable AES keys inside a token."""
 
@@ -55,7 +68,7 @@ class Pkcs11Master(MasterKeySource):
         try:
             lib = pkcs11.lib(library)
             token = lib.get_token(token_label=token_label)
-            self.session = token.open(user_pin=pin, rw=True)
+            self.session = _open_session(pkcs11, token, pin)
         except pkcs11.NoSuchToken:
             raise KeysError(f"no PKCS#11 token labelled {token_label!r} in {library}") from None
         except pkcs11.PinIncorrect:

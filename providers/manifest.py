@@ -19,6 +19,7 @@ runner decide.
 """
 
 import json
+import os
 import re
 from dataclasses import dataclass, field, fields
 
@@ -104,7 +105,7 @@ def parse(raw):
 
 def load(directory):
     """Read and validate DIR/provider.json."""
-    path = f"{directory.rstrip('/')}/{MANIFEST_NAME}"
+    path = os.path.join(os.fspath(directory), MANIFEST_NAME)
     try:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_MANIFEST_BYTES + 1)

@@ -41,9 +41,9 @@ def loaded_by(package):
 def offenders(modules, forbidden, allowed=()):
     bad = []
     for name in modules:
-        if any(name == f or name.startswith(f + ".") for f in forbidden):
-            if not any(name == a or name.startswith(a + ".") for a in allowed):
-                bad.append(name)
+        hit = any(name == f or name.startswith(f + ".") for f in forbidden)
+        if hit and not any(name == a or name.startswith(a + ".") for a in allowed):
+            bad.append(name)
     return bad
 
 

@@ -16,13 +16,14 @@ BOOTOS_CONSOLE = "console=ttyS0,115200 console=tty0"
 
 
 def register_routes(router, app, services_ready):
-    from appliance.api import agent, auth, health, jobs, machines, openapi
+    from appliance.api import agent, auth, health, jobs, machines, metrics, openapi
 
     health.register_routes(router, app, services_ready)
     agent.register_routes(router, app)
     auth.register_routes(router, app)
     machines.register_routes(router, app)
     jobs.register_routes(router, app)
+    metrics.register_routes(router, app)
     openapi.register_routes(router, app)
 
 

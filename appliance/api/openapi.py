@@ -77,6 +77,14 @@ ROUTES = [
     Route("GET", OPENAPI_PATH, "This document", None, "meta", {200: None}),
     Route(
         "GET",
+        "/metrics",
+        "Counters in the Prometheus text format",
+        "viewer",
+        "meta",
+        {200: "text"},
+    ),
+    Route(
+        "GET",
         "/api/v1/machines",
         "List machines",
         "viewer",
@@ -326,7 +334,9 @@ def _responses(route):
     responses = {}
     for status, schema in route.ok.items():
         entry = {"description": "OK" if status < 300 else "See the body"}
-        if schema is not None:
+        if schema == "text":
+            entry["content"] = {"text/plain": {"schema": {"type": "string"}}}
+        elif schema is not None:
             entry["content"] = {"application/json": {"schema": _ref(schema)}}
         elif status != 204:
             entry["content"] = {"application/json": {"schema": {"type": "object"}}}

@@ -26,7 +26,7 @@ GROUP_PREFIX = "cloudboot-provider"
 class Limits:
     """What one run may use. The runner takes the smaller of the manifest and the operator."""
 
-    run_seconds: float = 300.0
+    run_seconds: int = 300
     cpu_seconds: int = 60
     memory_mb: int = 256
     processes: int = 32

@@ -55,6 +55,7 @@ class Lab:
     def provider(self, name, ports=None):
         """Copy a hostile provider into the scratch area; `ports` rewrites its network ask."""
         target = self.packages / name
+        shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(PROVIDERS / name, target)
         if ports is not None:
             path = target / "provider.json"
