@@ -128,6 +128,28 @@ class LogSettings:
 
 
 @dataclass
+class AuditSettings:
+    # Days an audit event is kept before it may be archived and pruned. Bank
+    # regulators require at least 180; a lower value is refused, never applied.
+    retention_days: int = 180
+    # How often the chain head is signed (appliance/core/audit_chain.py).
+    sign_interval_seconds: float = 300.0
+    # Empty means <data_dir>/audit-archive.
+    archive_dir: str = ""
+
+
+@dataclass
+class BackupSettings:
+    # Empty means <data_dir>/backups.
+    directory: str = ""
+    # A second place (another disk or mount) every backup is also written to.
+    mirror_directory: str = ""
+    # Newest backups kept in each directory; older ones are deleted.
+    keep: int = 14
+    interval_hours: float = 24.0
+
+
+@dataclass
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     dhcp: DhcpSettings = field(default_factory=DhcpSettings)
@@ -138,6 +160,8 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
 
     @property
     def data_path(self):

@@ -31,14 +31,18 @@ def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise KeysError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def write_json(path: Path, document, mode: int = FILE_MODE) -> None:
@@ -46,11 +50,20 @@ def write_json(path: Path, document, mode: int = FILE_MODE) -> None:
     atomic_write(path, text.encode(), mode)
 
 
-def read_json(path: Path, what: str):
-    """Read a JSON state file, turning damage into a one-line KeysError."""
+def read_json(path: Path, what: str, record_format: str | None = None):
+    """Read a JSON state file, turning damage into a one-line KeysError.
+
+    With record_format, the document must be an object whose "format" is that
+    value, so a file of another kind is named as such rather than half-read.
+    """
     try:
-        return json.loads(Path(path).read_text())
+        document = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise KeysError(f"{what} not found at {path}") from None
     except (OSError, ValueError) as exc:
         raise KeysError(f"{what} at {path} cannot be read: {exc}") from None
+    if record_format is None:
+        return document
+    if not isinstance(document, dict) or document.get("format") != record_format:
+        raise KeysError(f"{path} is not a CloudBoot {what} ({record_format})")
+    return document

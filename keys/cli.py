@@ -17,7 +17,13 @@ from keys import violations
 from keys.dualcontrol import DEFAULT_LIMITS, DualControlMaster
 from keys.envelope import Keyring
 from keys.errors import KeysError
-from keys.master import KeyFileMaster, load_config, load_master, save_config
+from keys.master import (
+    KeyFileMaster,
+    load_config,
+    load_master,
+    refuse_if_initialised,
+    save_config,
+)
 from keys.signing import (
     TrustStore,
     keygen,
@@ -73,6 +79,7 @@ def keys_init(
     audit=None,
 ):
     """Choose the master key source and make master key version 1."""
+    refuse_if_initialised(data_dir)
     audit_fn = audit_mod.default_audit(data_dir, audit)
     config = {"source": source}
     if source == "key-file":
@@ -101,6 +108,15 @@ def keys_init(
             f"unknown master key source {source!r}: use key-file, dual-control or pkcs11"
         )
     save_config(data_dir, config)
+    audit_fn(
+        audit_mod.event(
+            "init",
+            actor=default_actor(),
+            key_id=master.key_id,
+            version=master.current_version(),
+            purpose=f"master key source {source} set up",
+        )
+    )
     _print(master.status())
     return master
 
@@ -136,13 +152,20 @@ def keys_unseal(*, data_dir, officers=None, read_secret=getpass.getpass, audit=N
     start (or its API does, officer by officer); run on its own the command
     checks that the officers' passphrases unseal the key.
     """
-    master = load_master(data_dir, audit)
-    if not isinstance(master, DualControlMaster):
+    master = _unsealed_master(data_dir, officers, read_secret, audit)
+    if master.source != "dual-control":
         print(f"master key source {master.source} is never sealed; nothing to unseal")
         return master
+    _print(master.status())
+    return master
+
+
+def _unsealed_master(data_dir, officers, read_secret, audit):
+    master = load_master(data_dir, audit)
+    if not isinstance(master, DualControlMaster):
+        return master
     state = master.status()
-    names = _officer_names(officers) or state["officers"]
-    for name in names:
+    for name in _officer_names(officers) or state["officers"]:
         if not master.is_sealed():
             break
         master.unseal(name, read_secret(f"Passphrase for officer {name}: "))
@@ -151,7 +174,6 @@ def keys_unseal(*, data_dir, officers=None, read_secret=getpass.getpass, audit=N
             f"still sealed: {len(master.status()['shares_entered'])} of {state['threshold']} "
             f"officers entered a passphrase"
         )
-    _print(master.status())
     return master
 
 
@@ -190,12 +212,7 @@ def keys_rotate(
     """
     actor = actor or default_actor()
     config = load_config(data_dir)
-    if config["source"] == "dual-control":
-        master = keys_unseal(
-            data_dir=data_dir, officers=officers, read_secret=read_secret, audit=audit
-        )
-    else:
-        master = load_master(data_dir, audit)
+    master = _unsealed_master(data_dir, officers, read_secret, audit)
     keyring = Keyring(data_dir, master, audit, actor=actor)
     if retire is not None:
         keyring.retire(int(retire), actor)

@@ -98,9 +98,7 @@ class DualControlMaster(MasterKeySource):
 
     def __init__(self, data_dir, audit_fn):
         self.path = Path(keys_dir(data_dir)) / STATE_NAME
-        state = read_json(self.path, "dual-control state")
-        if state.get("format") != STATE_FORMAT:
-            raise KeysError(f"{self.path} is not a CloudBoot dual-control state file")
+        state = read_json(self.path, "dual-control state", STATE_FORMAT)
         super().__init__(state["key_id"], audit_fn)
         self._versions: dict[int, bytearray] = {}
         self._pending: dict[str, tuple[int, bytearray]] = {}
@@ -128,7 +126,11 @@ class DualControlMaster(MasterKeySource):
         return master
 
     def _state(self) -> dict:
-        return read_json(self.path, "dual-control state")
+        state = read_json(self.path, "dual-control state", STATE_FORMAT)
+        fields = ("key_id", "current", "retired", "links", "threshold", "officers", "check")
+        if any(field not in state for field in fields):
+            raise KeysError(f"dual-control state {self.path} is damaged")
+        return state
 
     def is_sealed(self) -> bool:
         return not self._versions
@@ -152,7 +154,20 @@ class DualControlMaster(MasterKeySource):
         """
         state = self._state()
         record = _find_officer(state, officer)
-        share = _open_share(record, passphrase)
+        try:
+            share = _open_share(record, passphrase)
+        except KeysError:
+            # A security review asks for failed attempts as much as for successes.
+            self.audit(
+                audit_mod.event(
+                    "unseal-refused",
+                    actor=officer,
+                    key_id=self.key_id,
+                    version=state["current"],
+                    purpose="unseal: wrong passphrase",
+                )
+            )
+            raise
         if self._pending_version != state["current"]:
             self._forget_pending()
             self._pending_version = state["current"]

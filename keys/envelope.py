@@ -60,9 +60,11 @@ class Keyring:
     def _load(self) -> dict:
         if not self.path.exists():
             return {"format": KEYRING_FORMAT, "data_keys": {}, "active": {}}
-        keyring = read_json(self.path, "keyring")
-        if keyring.get("format") != KEYRING_FORMAT:
-            raise KeysError(f"{self.path} is not a CloudBoot keyring")
+        keyring = read_json(self.path, "keyring", KEYRING_FORMAT)
+        if not isinstance(keyring.get("data_keys"), dict) or not isinstance(
+            keyring.get("active"), dict
+        ):
+            raise KeysError(f"keyring {self.path} is damaged")
         return keyring
 
     def _data_key_id(self, purpose: str, actor: str) -> str:

@@ -225,13 +225,17 @@ class KeyFileMaster(MasterKeySource):
 
     def _load(self) -> str:
         check_private_file(self.path, "master key file")
-        document = read_json(self.path, "master key file")
-        if document.get("format") != KEYFILE_FORMAT:
-            raise KeysError(f"{self.path} is not a CloudBoot master key file")
+        document = read_json(self.path, "master key file", KEYFILE_FORMAT)
+        try:
+            versions = {int(v): bytearray(b64(k)) for v, k in document["versions"].items()}
+            current, key_id = int(document["current"]), str(document["key_id"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise KeysError(f"master key file {self.path} is damaged") from None
+        if current not in versions or any(len(k) != KEY_BYTES for k in versions.values()):
+            raise KeysError(f"master key file {self.path} is damaged")
         self.close()
-        self._versions = {int(v): bytearray(b64(k)) for v, k in document["versions"].items()}
-        self._current = int(document["current"])
-        return document["key_id"]
+        self._versions, self._current = versions, current
+        return key_id
 
     def current_version(self) -> int:
         return self._current
@@ -292,11 +296,15 @@ def refuse_inside(path: Path, data_dir) -> None:
         )
 
 
-def save_config(data_dir, config: dict) -> None:
+def refuse_if_initialised(data_dir) -> None:
     path = keys_dir(data_dir) / CONFIG_NAME
     if path.exists():
         raise KeysError(f"keys are already initialised ({path} exists)")
-    write_json(path, config)
+
+
+def save_config(data_dir, config: dict) -> None:
+    refuse_if_initialised(data_dir)
+    write_json(keys_dir(data_dir) / CONFIG_NAME, config)
 
 
 def load_config(data_dir) -> dict:

@@ -109,11 +109,14 @@ def save_vendor_key(key: VendorKey, secret_path: Path, public_path: Path) -> Non
 
 def load_vendor_key(secret_path) -> VendorKey:
     check_private_file(Path(secret_path), "vendor secret key file")
-    document = read_json(Path(secret_path), "vendor secret key file")
-    if document.get("format") != SECRET_FORMAT:
-        raise KeysError(f"{secret_path} is not a CloudBoot vendor secret key file")
-    signing_key = nacl.signing.SigningKey(base64.b64decode(document["seed"]))
-    return VendorKey(document["vendor"], document["key_id"], signing_key, document["not_after"])
+    document = read_json(Path(secret_path), "vendor secret key file", SECRET_FORMAT)
+    try:
+        signing_key = nacl.signing.SigningKey(base64.b64decode(document["seed"], validate=True))
+        return VendorKey(
+            document["vendor"], document["key_id"], signing_key, document["not_after"]
+        )
+    except (KeyError, TypeError, ValueError):
+        raise KeysError(f"vendor secret key file {secret_path} is damaged") from None
 
 
 def sign_record(kind: str, record: dict, key: VendorKey) -> dict:
@@ -124,11 +127,44 @@ def sign_record(kind: str, record: dict, key: VendorKey) -> dict:
     return {**body, "signature": base64.b64encode(signature).decode()}
 
 
+def normalise_digest(digest: str) -> str:
+    """ "sha256:<hex>" for a digest given with or without the prefix (providers use bare hex)."""
+    if not isinstance(digest, str):
+        raise KeysError(f"package digest must be text, got {digest!r}")
+    hex_part = digest.removeprefix("sha256:").lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", hex_part):
+        raise KeysError(f"package digest must be 64 hex digits, got {digest!r}")
+    return "sha256:" + hex_part
+
+
+def encode_block(record: dict) -> bytes:
+    """A signed record as the bytes of a package's SIGN or WMRK block."""
+    return canonical(record)
+
+
+def decode_block(block, what: str) -> dict | None:
+    """Parse a SIGN or WMRK block back into its record; None for an absent block."""
+    if block is None:
+        return None
+    try:
+        record = json.loads(bytes(block).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise PackageRejected("bad_signature", f"the package's {what} block is not JSON") from None
+    if not isinstance(record, dict):
+        raise PackageRejected("bad_signature", f"the package's {what} block is not a record")
+    return record
+
+
 def sign_package(package_bytes: bytes, manifest: dict, vendor_key: VendorKey, signed_at=None):
     """The signature record for a package: digests of its bytes and manifest, signed."""
+    return sign_digest(sha256(package_bytes), manifest, vendor_key, signed_at)
+
+
+def sign_digest(package_sha256: str, manifest: dict, vendor_key: VendorKey, signed_at=None):
+    """As sign_package, for a caller that has the digest of the signed region already."""
     record = {
         "format": SIGNATURE_FORMAT,
-        "package_sha256": sha256(package_bytes),
+        "package_sha256": normalise_digest(package_sha256),
         "manifest_sha256": sha256(canonical(manifest)),
         "signed_at": signed_at or audit_mod.now_utc(),
     }
@@ -214,16 +250,21 @@ class TrustStore:
 
     def verify_package(self, package_bytes, manifest, record, now=None) -> dict:
         """Check a package's signature record against its bytes and manifest."""
+        return self.verify_digest(sha256(package_bytes), manifest, record, now)
+
+    def verify_digest(self, package_sha256, manifest, record, now=None) -> dict:
+        """As verify_package, given the digest of the signed region; returns the vendor entry."""
+        found = normalise_digest(package_sha256)
         entry = self.verify_record(SIGNATURE_FORMAT, record, now)
         if record.get("format") != SIGNATURE_FORMAT:
             raise PackageRejected(
                 "bad_signature", f"not a package signature: {record.get('format')!r}"
             )
-        if record.get("package_sha256") != sha256(package_bytes):
+        if record.get("package_sha256") != found:
             raise PackageRejected(
                 "digest_mismatch",
                 f"package bytes changed since {entry['vendor']} signed them "
-                f"(signed {record.get('package_sha256')}, found {sha256(package_bytes)})",
+                f"(signed {record.get('package_sha256')}, found {found})",
             )
         if record.get("manifest_sha256") != sha256(canonical(manifest)):
             raise PackageRejected("digest_mismatch", "manifest changed since the vendor signed it")

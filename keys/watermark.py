@@ -31,7 +31,15 @@ from keys import audit as audit_mod
 from keys import violations
 from keys._files import keys_dir, read_json, write_json
 from keys.errors import KeysError, PackageRejected, WatermarkViolation
-from keys.signing import TrustStore, VendorKey, canonical, current_time, parse_time, sign_record
+from keys.signing import (
+    TrustStore,
+    VendorKey,
+    canonical,
+    current_time,
+    normalise_digest,
+    parse_time,
+    sign_record,
+)
 
 WATERMARK_FORMAT = "cloudboot.watermark/1"
 LICENCE_FORMAT = "cloudboot.licence/1"
@@ -53,7 +61,7 @@ def stamp(
     record = {
         "format": WATERMARK_FORMAT,
         "provider": provider,
-        "package_sha256": package_sha256,
+        "package_sha256": normalise_digest(package_sha256),
         "licensee": licensee,
         "downloader_id": downloader_id,
         "downloaded_at": downloaded_at or audit_mod.now_utc(),
@@ -202,7 +210,7 @@ def _check_binding(watermark: dict, provider: str, package_sha256: str) -> None:
             "digest_mismatch",
             f"watermark is for provider {watermark.get('provider')!r}, not {provider!r}",
         )
-    if watermark.get("package_sha256") != package_sha256:
+    if watermark.get("package_sha256") != normalise_digest(package_sha256):
         raise PackageRejected(
             "digest_mismatch", f"watermark of provider {provider} is for other package bytes"
         )

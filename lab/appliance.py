@@ -49,8 +49,11 @@ def install_boot_files(data_dir, bootos_dir):
     return missing
 
 
-def write_config(path, network, ignore_pxe_macs):
-    """The lab's TOML config: the HTTP-boot VMs' PXE requests go unanswered."""
+def write_config(path, network, ignore_pxe_macs, extra=""):
+    """The lab's TOML config: the HTTP-boot VMs' PXE requests go unanswered.
+
+    extra is more TOML appended as it is (whole tables, e.g. "[tftp]\nenabled = false").
+    """
     macs = ", ".join(f'"{mac}"' for mac in ignore_pxe_macs)
     Path(path).write_text(
         "# Written by the lab (lab/appliance.py); rewritten on every `build.py lab`.\n"
@@ -59,6 +62,7 @@ def write_config(path, network, ignore_pxe_macs):
         "\n"
         "[api]\n"
         f'registration_networks = ["{network.prefix}.0/24"]\n'
+        f"{extra}"
     )
 
 

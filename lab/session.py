@@ -8,6 +8,7 @@ It must never start anything outside the namespaces it created.
 """
 
 import logging
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -60,12 +61,12 @@ class LabSession:
         netns.build(self.network)
         self.processes["dnsmasq"] = dnsmasq.start(self.network, self.workdir)
 
-    def start_appliance(self, specs, bootos_dir):
+    def start_appliance(self, specs, bootos_dir, extra_config=""):
         missing = appliance.install_boot_files(self.data_dir, bootos_dir)
         if missing:
             self.report(f"BootOS missing ({', '.join(missing)}): VMs cannot register")
         http_boot = [s.mac for s in specs if s.firmware == "uefi-http"]
-        appliance.write_config(self.config_path, self.network, http_boot)
+        appliance.write_config(self.config_path, self.network, http_boot, extra_config)
         process = appliance.start(
             self.repo, self.network, self.data_dir, self.config_path, self.appliance_log
         )
@@ -121,7 +122,7 @@ class LabSession:
                 if mac not in line and dashed not in line:
                     continue
                 if "sent proxy" in line:
-                    self._reach(progress, "proxydhcp answer", _after(line, "sent proxy"))
+                    self._reach(progress, "proxydhcp answer", _boot_file(line))
                 if "ipxe script fetched" in line:
                     self._reach(progress, "ipxe script fetched")
 
@@ -218,5 +219,6 @@ class LabSession:
         netns.teardown(self.network)
 
 
-def _after(line, marker):
-    return line.split(marker, 1)[1].strip()[:60]
+def _boot_file(line):
+    match = re.search(r"boot file (\S+)", line)
+    return f"boot file {match.group(1)}" if match else ""

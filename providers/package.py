@@ -151,7 +151,10 @@ def unpack(package, destination):
     members = _checked_members(package.files)
     if package.manifest.entry not in {m.name for m in members if m.isfile()}:
         raise PackageError(f"entry {package.manifest.entry!r} is not in the package")
-    os.mkdir(destination, 0o755)
+    try:
+        os.mkdir(destination, 0o755)
+    except FileExistsError:
+        raise PackageError(f"{destination} already exists; unpack into a new directory") from None
     try:
         with tarfile.open(fileobj=io.BytesIO(package.files), mode="r:") as archive:
             for member in members:

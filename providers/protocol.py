@@ -88,7 +88,7 @@ class OutputParser:
 def _decode(raw):
     try:
         value = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ProtocolError(f"not a JSON line: {_preview(raw)}") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"expected a JSON object, got {_preview(raw)}")

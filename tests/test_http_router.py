@@ -73,3 +73,22 @@ def test_malformed_and_duplicate_patterns_are_refused():
     ]:
         with pytest.raises(RouteError):
             router.add(method, pattern, b)
+
+
+def test_many_patterns_keep_their_order_and_their_own_parameters():
+    router = Router()
+    handlers = {}
+    for index in range(40):
+
+        async def handler(request, index=index):
+            return index
+
+        handlers[index] = handler
+        router.add("GET", f"/api/v1/kind{index}/{{item_id}}/sub/{{sub_id}}", handler)
+    router.add("GET", "/api/v1/{anything:*}", a)
+
+    assert router.resolve("GET", "/api/v1/kind37/x/sub/y") == (
+        handlers[37],
+        {"item_id": "x", "sub_id": "y"},
+    )
+    assert router.resolve("GET", "/api/v1/kind37/x/other") == (a, {"anything": "kind37/x/other"})

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 
 import pytest
 import trio
@@ -328,3 +329,26 @@ async def test_reuse_port_lets_two_servers_share_a_port(nursery, router):
             await open_listeners("127.0.0.1", taken)
         finally:
             await lonely[0].aclose()
+
+
+async def test_handler_with_an_invalid_header_gets_a_500_not_a_broken_connection(
+    nursery, router, blob, caplog
+):
+    async def bad_header(request):
+        return Response(200, [("x-injected", "a\r\nSet-Cookie: evil=1")], b"body")
+
+    async def bad_file_header(request):
+        return Response.file(blob, headers=[("x-count", 5)])
+
+    router.add("GET", "/bad-header", bad_header)
+    router.add("GET", "/bad-file-header", bad_file_header)
+    port = await start_server(nursery, router)
+    url = f"http://127.0.0.1:{port}"
+
+    with caplog.at_level(logging.ERROR):
+        result = await curl("-i", f"{url}/bad-header", f"{url}/bad-file-header", f"{url}/fixed")
+
+    statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", result.stdout)]
+    assert statuses == [500, 500, 200], result.stdout
+    assert b"evil" not in result.stdout
+    assert len([r for r in caplog.records if r.exc_info]) == 2

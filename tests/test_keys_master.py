@@ -144,6 +144,8 @@ def test_wrong_passphrase_and_unknown_officer_are_refused(data_dir):
     with pytest.raises(KeysError, match="'mallory' is not an officer"):
         master.unseal("mallory", "anything at all here")
     assert master.status()["shares_entered"] == []
+    refused = [r for r in AccessLog(data_dir).read() if r["action"] == "unseal-refused"]
+    assert [(r["actor"], r["purpose"]) for r in refused] == [("alice", "unseal: wrong passphrase")]
 
 
 def test_short_passphrase_and_bad_threshold_are_refused(data_dir):
@@ -231,3 +233,36 @@ def test_every_key_use_is_audited(data_dir, secrets_dir):
         ("rotate", "operator:jo", "master key rotation", 2),
     ]
     assert all(r["key_id"] == master.key_id and r["time"].endswith("+00:00") for r in records)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"format": "cloudboot.master-keyfile/1"}',
+        b'{"format": "cloudboot.master-keyfile/1", "key_id": "k", "current": 1, "versions": {}}',
+        b'{"format": "cloudboot.master-keyfile/1", "key_id": "k", "current": 1,'
+        b' "versions": {"1": "c2hvcnQ="}}',
+    ],
+    ids=["empty", "text", "list", "no-fields", "no-versions", "short-key"],
+)
+def test_damaged_key_file_is_a_clear_error(data_dir, secrets_dir, content):
+    path = secrets_dir / "master.key"
+    path.write_bytes(content)
+    path.chmod(0o400)
+    with pytest.raises(KeysError) as raised:
+        KeyFileMaster(path, print, data_dir)
+    assert str(raised.value).startswith(("master key file", f"{path} is not a CloudBoot"))
+
+
+def test_damaged_dual_control_state_is_a_clear_error(data_dir):
+    master = dual(data_dir)
+    state = data_dir / "keys" / "dual-control.json"
+    state.write_text('{"format": "cloudboot.dual-control/1", "key_id": "x"}')
+    with pytest.raises(KeysError, match="damaged"):
+        master.unseal("alice", OFFICERS["alice"])
+    state.write_text("[1]")
+    with pytest.raises(KeysError, match="is not a CloudBoot dual-control state"):
+        DualControlMaster(data_dir, print)

@@ -56,15 +56,19 @@ def specs_for(firmwares):
 
 
 @contextlib.contextmanager
-def running_lab(workdir, firmwares, report=None):
-    """Yield a LabSession with dnsmasq, the appliance and one VM per firmware kind running."""
+def running_lab(workdir, firmwares, report=None, extra_config="", bootos_dir=None):
+    """Yield a LabSession with dnsmasq, the appliance and one VM per firmware kind running.
+
+    extra_config is TOML appended to the lab's appliance configuration;
+    bootos_dir replaces the BootOS build the VMs are given.
+    """
     suffix = secrets.token_hex(3)
     network = netns.LabNetwork(netns=f"cbl-{suffix}", dhcp_netns=f"cbl-{suffix}-d")
     lab = session.LabSession(REPO, workdir, network, report=report)
     specs = specs_for(firmwares)
     try:
         lab.start_network()
-        lab.start_appliance(specs, BOOTOS_DIR)
+        lab.start_appliance(specs, bootos_dir or BOOTOS_DIR, extra_config)
         lab.start_vms(specs)
         yield lab
     finally:

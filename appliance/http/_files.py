@@ -8,12 +8,13 @@ while the disk answers (see docs/limitations.md). This module never decides
 which file a client may read: the handler that built the Response did that.
 """
 
+import logging
 import os
 import stat
 
-import h11
 import trio
 
+from appliance.http._h11 import h11
 from appliance.http._ranges import (
     RangeNotSatisfiable,
     choose_range,
@@ -23,10 +24,13 @@ from appliance.http._ranges import (
 )
 from appliance.http._types import REASONS, HttpError, error_response
 
+logger = logging.getLogger(__name__)
+
 _CHUNK = 256 * 1024
 _SENDFILE_CHUNK = 4 * 1024 * 1024
 # A peer that takes no bytes for this long is gone; nothing in HttpSettings bounds sends.
 SEND_STALL_SECONDS = 60.0
+_INVALID = HttpError(500, "internal_error", "internal error; the server log has the details")
 
 
 class FileChangedError(Exception):
@@ -69,7 +73,8 @@ async def _send_open_file(connection, request, response, headers, fd):
     headers += [(b"accept-ranges", b"bytes"), (b"etag", etag), (b"last-modified", last_modified)]
 
     if etag_matches(request.headers.get("if-none-match"), etag):
-        await _send_head(connection, 304, headers)
+        if not await _send_head(connection, 304, headers):
+            await _send_error(connection, request, _INVALID)
         return
 
     try:
@@ -86,7 +91,9 @@ async def _send_open_file(connection, request, response, headers, fd):
     if status == 206:
         headers.append((b"content-range", f"bytes {start}-{start + length - 1}/{size}".encode()))
 
-    await _send_head(connection, status, headers)
+    if not await _send_head(connection, status, headers):
+        await _send_error(connection, request, _INVALID)
+        return
     if request.method == "HEAD" or length == 0:
         connection.h11.send(h11.EndOfMessage())
         return
@@ -105,10 +112,27 @@ def _requested_span(request, size, etag, last_modified):
 
 
 async def _send_head(connection, status, headers):
-    event = h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))
+    """Send the response head; False (logged) when a handler's header made it invalid."""
+    event = response_event(status, headers)
+    if event is None:
+        return False
     await connection.send_bytes(connection.h11.send(event))
     if status == 304:
         connection.h11.send(h11.EndOfMessage())
+    return True
+
+
+def response_event(status, headers):
+    """The h11.Response to send, or None (logged once) when a handler gave an invalid one.
+
+    h11 checks the status and every header when the event is built, before the
+    connection's state changes, so a bad value here still leaves room for a 500.
+    """
+    try:
+        return h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))
+    except (h11.LocalProtocolError, TypeError, ValueError):
+        logger.exception("handler produced an invalid response (status %r)", status)
+        return None
 
 
 async def _send_error(connection, request, error):

@@ -16,11 +16,11 @@ import ssl
 import time
 from email.utils import formatdate
 
-import h11
 import trio
 
 from appliance import log
-from appliance.http._files import SEND_STALL_SECONDS, FileChangedError, send_file
+from appliance.http._files import SEND_STALL_SECONDS, FileChangedError, response_event, send_file
+from appliance.http._h11 import h11
 from appliance.http._target import TargetError, parse_target
 from appliance.http._types import REASONS, HttpError, Request, Response, error_body, error_response
 
@@ -178,7 +178,7 @@ class _Connection:
         settings = self.settings
         idle = settings.header_timeout_seconds if first else settings.keepalive_timeout_seconds
         deadline = trio.current_time() + idle
-        waiting_for_first_byte = not first
+        waiting_for_first_byte = True
 
         while True:
             try:
@@ -194,7 +194,8 @@ class _Connection:
                 if waiting_for_first_byte and data:
                     # The idle wait is over; the header must now arrive in header time.
                     waiting_for_first_byte = False
-                    deadline = trio.current_time() + settings.header_timeout_seconds
+                    if not first:
+                        deadline = trio.current_time() + settings.header_timeout_seconds
                 self.h11.receive_data(data)
             elif type(event) is h11.Request:
                 return event
@@ -206,6 +207,7 @@ class _Connection:
         with trio.move_on_at(deadline):
             return await self.stream.receive_some(_RECEIVE_SIZE)
         if idle:
+            # Nothing sent at all: close quietly, as for an idle keep-alive connection.
             return None
         # Slowloris: a header that trickles in is cut off at header_timeout_seconds.
         self.server.stats.timeouts += 1
@@ -317,13 +319,12 @@ class _Connection:
             return
 
         headers.append((b"content-length", str(len(response.body)).encode()))
-        data = self.h11.send(
-            h11.Response(
-                status_code=response.status,
-                headers=headers,
-                reason=REASONS.get(response.status, b""),
-            )
-        )
+        event = response_event(response.status, headers)
+        if event is None:
+            # Our own 500 has valid headers, so this goes one level deep at most.
+            await self.send_response(request, _internal_error(request.trace_id), last)
+            return
+        data = self.h11.send(event)
         if response.body and request.method != "HEAD":
             data += self.h11.send(h11.Data(data=response.body))
         data += self.h11.send(h11.EndOfMessage())

@@ -102,8 +102,11 @@ def _emit(report, event, **fields):
 
 
 def _child(spec, channel, namespaces):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _kernel.prctl(_kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if channel.recv(1) != b"g":  # the launcher died before putting us in the cgroups
+        os._exit(126)
     try:
-        channel.recv(1)  # the launcher has put us in the run's cgroups
         protections = _confine(spec, namespaces)
         missing = [
             name
@@ -231,6 +234,22 @@ def _write(path, text):
 
 
 def _supervise(spec, report, channel, pid):
+    # The runner asks for a kill with SIGTERM; only this process knows whether the pid is
+    # still the child's (not yet reaped), so only it sends the SIGKILL.
+    reaped = []
+
+    def kill_child(_signum, _frame):
+        if not reaped:
+            os.kill(pid, signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, kill_child)
+    try:
+        return _run_child(spec, report, channel, pid)
+    finally:
+        reaped.append(os.waitpid(pid, 0))
+
+
+def _run_child(spec, report, channel, pid):
     limits.join(spec["cgroup_paths"], pid)
     channel.sendall(b"g")
 
@@ -238,13 +257,11 @@ def _supervise(spec, report, channel, pid):
     reply = json.loads(message or b"{}")
     if "protections" not in reply:
         _emit(report, "setup_failed", message=reply.get("setup_failed", "sandbox child died"))
-        os.waitpid(pid, 0)
         return 126
     listener = fds[0] if fds else None
     _emit(report, "started", pid=pid, protections=reply["protections"])
 
     exit_code = _serve_until_exit(report, channel, listener)
-    os.waitpid(pid, 0)
     _emit(report, "exit", code=exit_code)
     return 0
 

@@ -30,6 +30,7 @@ DEFAULT_RUNTIME_ROOT = "/opt/cloudboot/runtime"
 DEFAULT_REQUIRED = ("namespaces", "no_new_privs", "landlock_fs", "seccomp", "rlimits")
 UID_BASE = 2_100_000_000  # far above any account a distribution hands out
 STDERR_TAIL = 8192
+RESULT_GRACE_SECONDS = 5
 INTERPRETERS = {
     "python3": ["/usr/bin/python3", "-I", "-B"],
     "sh": ["/bin/sh"],
@@ -172,7 +173,8 @@ class _Supervisor:
         self.failure = None  # (reason, message) decided by the parent
         self.protections, self.refusals = {}, []
         self.setup_error = None
-        self.child_pid = None
+        self.grace_started = False
+        self.lingered = False
         self.exit_code = None
         self.output_bytes = 0
         self.stderr = bytearray()
@@ -216,7 +218,17 @@ class _Supervisor:
         selector.register(self.process.stderr, selectors.EVENT_READ, "stderr")
         selector.register(self.report, selectors.EVENT_READ, "report")
         while selector.get_map():
+            if self.parser.result and not self.grace_started:
+                # A provider that keeps running after its result gets a short grace period,
+                # then is killed; its result stands, with a note.
+                deadline = min(deadline, time.monotonic() + RESULT_GRACE_SECONDS)
+                self.grace_started = True
             remaining = deadline - time.monotonic()
+            if remaining <= 0 and self.grace_started:
+                self.lingered = True
+                self.group.kill_all()
+                self.process.terminate()
+                break
             if remaining <= 0:
                 self._kill("timeout", f"no result within {self.limits.run_seconds:g} s")
                 break
@@ -270,9 +282,12 @@ class _Supervisor:
         self.report_buffer += chunk
         *lines, self.report_buffer = self.report_buffer.split(b"\n")
         for line in lines:
-            fact = json.loads(line)
+            try:
+                fact = json.loads(line)
+            except ValueError:
+                continue  # blank, or cut short by a killed launcher
             if fact["event"] == "started":
-                self.child_pid, self.protections = fact["pid"], fact["protections"]
+                self.protections = fact["protections"]
             elif fact["event"] == "refusal":
                 self.refusals.append({k: v for k, v in fact.items() if k != "event"})
             elif fact["event"] == "setup_failed":
@@ -283,18 +298,20 @@ class _Supervisor:
     def _kill(self, reason, message):
         if self.failure is None:
             self.failure = (reason, message)
-        if self.child_pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.child_pid, signal.SIGKILL)
+        # The launcher kills the sandbox's init (which takes its whole PID namespace with
+        # it) and reaps it; the runner never signals a pid it does not own, since a reaped
+        # pid may already belong to someone else. The cgroup sweep catches the rest.
         self.group.kill_all()
         with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
+            self.process.terminate()
 
     def _finish(self):
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self._kill("sandbox_error", "launcher did not exit")
+            # Killing the launcher kills the sandbox too (its init has PDEATHSIG).
+            self.failure = self.failure or ("sandbox_error", "the launcher did not exit")
+            self.process.kill()
             self.process.wait()
         with contextlib.suppress(OSError):
             rest = self.report.read()
@@ -324,7 +341,10 @@ class _Supervisor:
             return RunResult("failed", "protocol_violation", self._explain(exc), **common)
         status = result["status"]
         reason = "ok" if status == "succeeded" else "provider_failed"
-        return RunResult(status, reason, result.get("message", ""), result["data"], **common)
+        message = result["message"]
+        if self.lingered:
+            message += f" (killed {RESULT_GRACE_SECONDS} s after its result: it did not exit)"
+        return RunResult(status, reason, message, result["data"], **common)
 
     def _limit_reason(self):
         if self.group.memory_events():

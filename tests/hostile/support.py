@@ -94,9 +94,9 @@ def processes_of(uid):
             continue
         try:
             with open(f"/proc/{entry}/status") as handle:
-                for line in handle:
-                    if line.startswith("Uid:") and int(line.split()[1]) == uid:
-                        found.append(int(entry))
+                fields = dict(line.split(":", 1) for line in handle if ":" in line)
         except OSError:
             continue
+        if int(fields["Uid"].split()[0]) == uid:
+            found.append((int(entry), fields["State"].strip()))
     return found

@@ -376,3 +376,11 @@ def test_shell_providers_are_sandboxed_too(lab):
     assert bad.status == "failed"
     assert "Permission denied" in bad.message
     assert "root:" not in everything_said(bad)
+
+
+def test_a_provider_that_lingers_after_its_result_is_killed_and_its_result_stands(lab):
+    result = lab.run("linger_after_result")
+    assert result.status == "succeeded", result.to_dict()
+    assert "did not exit" in result.message
+    assert result.duration < 60
+    assert processes_of(result.protections["uid"]) == []

@@ -1,6 +1,9 @@
 """Hostile provider: Spin past its CPU-time limit."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]

@@ -1,6 +1,10 @@
 """Hostile provider: Connect to the appliance API on loopback."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import socket
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]
@@ -35,7 +39,6 @@ def try_read(path):
         finish(False, f"{exc.strerror}: {path}", errno=exc.errno)
 
 
-import socket
 try:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(2)

@@ -1,6 +1,10 @@
 """Hostile provider: Send a DNS query to a resolver on loopback."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import socket
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]
@@ -35,7 +39,6 @@ def try_read(path):
         finish(False, f"{exc.strerror}: {path}", errno=exc.errno)
 
 
-import socket
 query = bytes.fromhex("abcd01000001000000000000076578616d706c65036f72670000010001")
 try:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -1,6 +1,9 @@
 """Hostile provider: Print progress events forever."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]

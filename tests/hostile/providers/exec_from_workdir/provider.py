@@ -1,6 +1,10 @@
 """Hostile provider: Write a program into the work directory and run it."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import os
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]

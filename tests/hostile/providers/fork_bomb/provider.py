@@ -1,6 +1,11 @@
 """Hostile provider: Fork until the machine falls over."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import os
+import sys
+import time
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]
@@ -35,7 +40,6 @@ def try_read(path):
         finish(False, f"{exc.strerror}: {path}", errno=exc.errno)
 
 
-import time
 children = 0
 try:
     for _ in range(100000):

@@ -1,6 +1,10 @@
 """Hostile provider: Print something that is not the protocol."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import sys
+import time
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]
@@ -36,5 +40,4 @@ def try_read(path):
 
 
 print("Hello, I am not JSON", flush=True)
-import time
 time.sleep(30)

@@ -1,6 +1,10 @@
 """Hostile provider: Hang forever without output."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import sys
+import time
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]
@@ -35,6 +39,5 @@ def try_read(path):
         finish(False, f"{exc.strerror}: {path}", errno=exc.errno)
 
 
-import time
 while True:
     time.sleep(1)

@@ -1,6 +1,11 @@
 """Hostile provider: Start children that hold its stdout, then hang."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import subprocess
+import sys
+import time
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]
@@ -35,7 +40,6 @@ def try_read(path):
         finish(False, f"{exc.strerror}: {path}", errno=exc.errno)
 
 
-import subprocess, time
 for _ in range(3):
     subprocess.Popen(["/bin/sleep", "300"])
 time.sleep(300)

@@ -1,6 +1,10 @@
 """Hostile provider: Print a single line larger than the protocol allows."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import sys
+import time
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]
@@ -37,5 +41,4 @@ def try_read(path):
 
 sys.stdout.write('{"type": "log", "message": "' + "x" * 200000)
 sys.stdout.flush()
-import time
 time.sleep(30)

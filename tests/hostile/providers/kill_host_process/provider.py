@@ -1,6 +1,10 @@
 """Hostile provider: Send SIGKILL to a process the test runs outside the sandbox."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import os
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]

@@ -1,6 +1,11 @@
 """Hostile provider: Kill the sandbox's init so nothing reaps the provider."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import os
+import sys
+import time
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]
@@ -39,6 +44,5 @@ try:
     os.kill(1, 9)
 except OSError as exc:
     finish(False, f"kill 1: {exc.strerror}", errno=exc.errno)
-import time
 time.sleep(0.5)
 finish(False, "init is still there (signals to it are ignored)")

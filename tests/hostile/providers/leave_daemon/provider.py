@@ -1,6 +1,11 @@
 """Hostile provider: Leave a daemon behind after its result."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import os
+import sys
+import time
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]
@@ -38,7 +43,6 @@ def try_read(path):
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
-        import time
         for fd in (0, 1, 2):
             os.close(fd)
         time.sleep(120)

@@ -1,6 +1,10 @@
 """Hostile provider: Open an AF_PACKET socket to sniff the wire."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import socket
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]
@@ -35,7 +39,6 @@ def try_read(path):
         finish(False, f"{exc.strerror}: {path}", errno=exc.errno)
 
 
-import socket
 try:
     socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     finish(True, "packet socket open")

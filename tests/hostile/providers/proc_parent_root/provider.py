@@ -1,6 +1,10 @@
 """Hostile provider: Reach the host's files through the parent's /proc root."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import os
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]

@@ -1,6 +1,10 @@
 """Hostile provider: Open a raw IP socket."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import socket
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]
@@ -35,7 +39,6 @@ def try_read(path):
         finish(False, f"{exc.strerror}: {path}", errno=exc.errno)
 
 
-import socket
 try:
     socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     finish(True, "raw socket open")

@@ -1,6 +1,9 @@
 """Hostile provider: Call reboot(2) (with bad magic numbers, so it would be harmless anyway)."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]

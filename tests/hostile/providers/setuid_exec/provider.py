@@ -1,6 +1,10 @@
 """Hostile provider: Run a setuid-root program to become root."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import subprocess
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]
@@ -35,10 +39,13 @@ def try_read(path):
         finish(False, f"{exc.strerror}: {path}", errno=exc.errno)
 
 
-import subprocess
 try:
-    done = subprocess.run(["/usr/bin/su", "-c", "id -u", "root"], capture_output=True,
-                          stdin=subprocess.DEVNULL, timeout=10)
+    done = subprocess.run(
+        ["/usr/bin/su", "-c", "id -u", "root"],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=10,
+    )
 except OSError as exc:
     finish(False, f"cannot run su: {exc.strerror}", errno=exc.errno)
 output = done.stdout.decode().strip()

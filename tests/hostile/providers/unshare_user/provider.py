@@ -1,6 +1,9 @@
 """Hostile provider: Make a new user namespace (to become root in it)."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]

@@ -1,6 +1,10 @@
 """Hostile provider: Positive control: does its job and reports success."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import os
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]

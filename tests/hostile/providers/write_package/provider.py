@@ -1,6 +1,10 @@
 """Hostile provider: Rewrite its own package files."""
 
-import ctypes, errno, json, os, sys
+import ctypes
+import errno
+import json
+import os
+import sys
 
 request = json.loads(sys.stdin.readline())
 params = request["params"]

@@ -1,0 +1,97 @@
+"""REST routes for the audit log under /api/v1/audit (admin only).
+
+GET /api/v1/audit/events   one page, newest first; filters actor, action,
+                           resource_type, resource_id, since, until; limit, cursor
+GET /api/v1/audit/export   the same filters, oldest first, format=jsonl|csv
+GET /api/v1/audit/verify   the chain verdict (appliance/core/audit_chain.py)
+
+Reading the audit log is itself audited: every call records an event with
+the caller, the filters and the number of events returned. Thin: no SQL here.
+"""
+
+import trio
+
+from appliance.api._common import page_limit, query_int, query_one, require, service_errors
+from appliance.core import audit, audit_chain
+from appliance.core.audit_cli import AuditCliError, filters_from, render
+from appliance.http import HttpError, Response
+
+EXPORT_MAX = 10_000
+_CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
+
+
+def register_routes(router, app):
+    handlers = _Handlers(app)
+    router.add("GET", "/api/v1/audit/events", service_errors(handlers.events))
+    router.add("GET", "/api/v1/audit/export", service_errors(handlers.export))
+    router.add("GET", "/api/v1/audit/verify", service_errors(handlers.verify))
+
+
+def _filters(request):
+    try:
+        return filters_from(
+            **{name: query_one(request, name) for name in (
+                "actor", "action", "resource_type", "resource_id", "since", "until")}
+        )
+    except AuditCliError as e:
+        raise HttpError(400, "invalid_query", str(e).replace("--", "")) from None
+
+
+def _cursor(request):
+    return query_int(request, "cursor", None, 1, 2**63 - 1)
+
+
+class _Handlers:
+    def __init__(self, app):
+        self.store = app.store
+        self.data_dir = app.settings.data_path
+
+    async def _record(self, request, actor, action, details):
+        await self.store.write(
+            lambda conn: audit.record(
+                conn,
+                actor=actor,
+                action=action,
+                resource_type="audit_log",
+                trace_id=request.trace_id,
+                source=request.client[0] if request.client else None,
+                details=details,
+            )
+        )
+
+    async def events(self, request):
+        actor = await require(request, self.store, "admin")
+        wanted = _filters(request)
+        limit, before = page_limit(request), _cursor(request)
+        found, next_id = await self.store.read(
+            lambda conn: audit.search(conn, limit=limit, before_id=before, **wanted)
+        )
+        await self._record(request, actor, "audit.read", {"filters": wanted, "count": len(found)})
+        cursor = None if next_id is None else str(next_id)
+        return Response.json({"items": found, "next_cursor": cursor})
+
+    async def export(self, request):
+        actor = await require(request, self.store, "admin")
+        wanted = _filters(request)
+        fmt = query_one(request, "format", "jsonl")
+        if fmt not in _CONTENT_TYPES:
+            raise HttpError(400, "invalid_query", f"format must be jsonl or csv, got {fmt!r}")
+        limit = query_int(request, "limit", EXPORT_MAX, 1, EXPORT_MAX)
+        found, next_id = await self.store.read(
+            lambda conn: audit.search(conn, limit=limit, before_id=_cursor(request), **wanted)
+        )
+        await self._record(request, actor, "audit.export",
+                           {"filters": wanted, "format": fmt, "count": len(found)})
+        headers = [("content-type", _CONTENT_TYPES[fmt])]
+        if next_id is not None:
+            # Older events remain: the client asks again with this cursor.
+            headers.append(("x-next-cursor", str(next_id)))
+        return Response(200, headers, render(found[::-1], fmt).encode())
+
+    async def verify(self, request):
+        actor = await require(request, self.store, "admin")
+        trusted = await trio.to_thread.run_sync(audit_chain.verify_key, self.data_dir)
+        verdict = await self.store.read(audit_chain.verify, trusted)
+        await self._record(request, actor, "audit.verify",
+                           {"ok": verdict.ok, "first_bad_id": verdict.first_bad_id})
+        return Response.json(verdict.as_dict())
