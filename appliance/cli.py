@@ -9,7 +9,7 @@ a bug, never a message.
 import argparse
 import sys
 
-from appliance import config
+from appliance import cli_keys, config
 
 
 class CliError(Exception):
@@ -45,6 +45,7 @@ def build_parser():
     issue.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
     issue.add_argument("--user", default="admin", help="user the token belongs to")
 
+    cli_keys.add_parsers(commands)
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -107,15 +108,21 @@ def main(argv=None):
         "serve": cmd_serve,
         "token": cmd_token_issue,
         "version": cmd_version,
+        "keys": cli_keys.run,
+        "vendor": cli_keys.run,
     }
 
     try:
         return handlers[args.command](args)
-    except (CliError, config.ConfigError) as e:
+    except (CliError, config.ConfigError, cli_keys.KeysCliError) as e:
         print(f"cloudboot: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `cloudboot ... | head`: the reader left; that is not an error of ours.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ def add_event(conn, n, actor="alice", action="machine.approve", resource_id=None
     )
 
 
-async def add_events(store, count, **kwargs):
+async def add_events(store, count, actor="alice", action="machine.approve"):
     ids = []
     for n in range(count):
-        ids.append(await store.write(add_event, n, **kwargs))
+        ids.append(await store.write(add_event, n, actor, action))
     return ids
 
 

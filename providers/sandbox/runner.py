@@ -30,7 +30,6 @@ DEFAULT_RUNTIME_ROOT = "/opt/cloudboot/runtime"
 DEFAULT_REQUIRED = ("namespaces", "no_new_privs", "landlock_fs", "seccomp", "rlimits")
 UID_BASE = 2_100_000_000  # far above any account a distribution hands out
 STDERR_TAIL = 8192
-RESULT_GRACE_SECONDS = 5
 INTERPRETERS = {
     "python3": ["/usr/bin/python3", "-I", "-B"],
     "sh": ["/bin/sh"],
@@ -51,6 +50,8 @@ class SandboxSettings:
     # Use at most this Landlock ABI, to see what a provider gets on an older kernel
     # (Debian 12's own kernel has ABI 2: no network rules, no signal scoping).
     landlock_abi_cap: int | None = None
+    # How long a provider may keep running after its result before it is killed.
+    result_grace_seconds: float = 5.0
 
 
 @dataclass
@@ -103,7 +104,8 @@ def run(package_dir, manifest, request, grants=None, settings=None, on_event=Non
     try:
         spec = _spec(package_dir, manifest, workdir, run_limits, ports, required, settings)
         spec["cgroup_paths"] = group.paths
-        result = _Supervisor(spec, request, run_limits, group, on_event).run()
+        supervisor = _Supervisor(spec, request, run_limits, group, on_event)
+        result = supervisor.run(settings.result_grace_seconds)
     finally:
         group.kill_all()
         group.remove()
@@ -180,7 +182,8 @@ class _Supervisor:
         self.stderr = bytearray()
         self.report_buffer = b""
 
-    def run(self):
+    def run(self, grace):
+        self.grace = grace
         started = time.monotonic()
         self.process = self._start()
         self._loop(started + self.limits.run_seconds)
@@ -221,7 +224,7 @@ class _Supervisor:
             if self.parser.result and not self.grace_started:
                 # A provider that keeps running after its result gets a short grace period,
                 # then is killed; its result stands, with a note.
-                deadline = min(deadline, time.monotonic() + RESULT_GRACE_SECONDS)
+                deadline = min(deadline, time.monotonic() + self.grace)
                 self.grace_started = True
             remaining = deadline - time.monotonic()
             if remaining <= 0 and self.grace_started:
@@ -343,7 +346,7 @@ class _Supervisor:
         reason = "ok" if status == "succeeded" else "provider_failed"
         message = result["message"]
         if self.lingered:
-            message += f" (killed {RESULT_GRACE_SECONDS} s after its result: it did not exit)"
+            message += f" (killed {self.grace:g} s after its result: it did not exit)"
         return RunResult(status, reason, message, result["data"], **common)
 
     def _limit_reason(self):

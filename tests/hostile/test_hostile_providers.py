@@ -379,8 +379,8 @@ def test_shell_providers_are_sandboxed_too(lab):
 
 
 def test_a_provider_that_lingers_after_its_result_is_killed_and_its_result_stands(lab):
-    result = lab.run("linger_after_result")
+    result = lab.run("linger_after_result", result_grace_seconds=1)
     assert result.status == "succeeded", result.to_dict()
-    assert "did not exit" in result.message
+    assert result.message == "done (killed 1 s after its result: it did not exit)"
     assert result.duration < 60
     assert processes_of(result.protections["uid"]) == []
