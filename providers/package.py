@@ -133,6 +133,10 @@ def _sections(blob, count):
         offset += SECTION.size
         if tag not in REQUIRED_TAGS + OPTIONAL_TAGS or flags:
             raise PackageError(f"section {index}: unknown tag {tag!r} or flags {flags:#x}")
+        if tag in OPTIONAL_TAGS and length > MAX_BLOCK_BYTES:
+            raise PackageError(
+                f"{tag.decode()} block is {length} bytes, more than {MAX_BLOCK_BYTES}"
+            )
         if offset + length > len(blob):
             raise PackageError(f"section {tag.decode()} claims {length} bytes; the file ends")
         sections.append((tag, blob[offset : offset + length]))
@@ -247,7 +251,10 @@ def _add(archive, directory, relative):
     info.size = os.path.getsize(path)
     info.mode = 0o755 if os.stat(path).st_mode & 0o111 else 0o644
     with open(path, "rb") as handle:
-        archive.addfile(info, handle)
+        try:
+            archive.addfile(info, handle)
+        except ValueError as exc:  # a name too long for ustar
+            raise PackageError(f"{relative}: {exc}") from None
 
 
 def _names(files):

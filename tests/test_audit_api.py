@@ -60,7 +60,9 @@ async def test_filters_and_paging(tmp_path):
 
         seen, cursor = [], None
         while True:
-            path = "/api/v1/audit/events?actor=bob&limit=4" + (f"&cursor={cursor}" if cursor else "")
+            path = "/api/v1/audit/events?actor=bob&limit=4" + (
+                f"&cursor={cursor}" if cursor else ""
+            )
             status, _, body = await api.call("GET", path)
             assert status == 200, body
             seen.extend(body["items"])

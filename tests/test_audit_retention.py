@@ -31,9 +31,7 @@ async def test_retention_below_180_days_is_refused(tmp_path):
     await store.close()
 
 
-async def test_old_events_are_archived_pruned_and_the_chain_still_verifies(
-    tmp_path, monkeypatch
-):
+async def test_old_events_are_archived_pruned_and_the_chain_still_verifies(tmp_path, monkeypatch):
     store = await open_store(tmp_path)
     await _seed_old_then_new(store, monkeypatch)
     key = audit_chain.signing_key(tmp_path)
@@ -54,8 +52,9 @@ async def test_old_events_are_archived_pruned_and_the_chain_still_verifies(
     assert [e["id"] for e in archived] == list(range(1, 9))
     assert all(e["actor"] == "old" for e in archived)
     cut = await store.read(
-        lambda conn: conn.execute("SELECT event_hash FROM audit_heads WHERE kind='prune'")
-        .fetchall()[0][0]
+        lambda conn: conn.execute(
+            "SELECT event_hash FROM audit_heads WHERE kind='prune'"
+        ).fetchall()[0][0]
     )
     assert archived[-1]["hash"] == cut
 

@@ -6,7 +6,13 @@ SMBIOS values and a virtio disk, boots vmlinuz + initrd.img with
 cloudboot.selftest=1, and reads the serial console: /init ran, drivers were
 loaded, and the agent's inventory carries exactly the values QEMU was given.
 The ISO is booted under SeaBIOS and OVMF to its agent's first console line.
-No VM has a network card (-nic none): nothing leaves the machine.
+These VMs have no network card (-nic none).
+
+One boot runs the whole agent path inside BootOS (DHCP, pinned TLS,
+register, jobs) against the test HTTPS server on 127.0.0.1. Its NIC is QEMU
+user networking with restrict=on, which cuts the guest off from every host
+and network; the only way out is a guestfwd rule that hands each connection
+to 10.0.2.100:8443 to `socat` connected to that loopback server.
 """
 
 import json
@@ -18,6 +24,7 @@ import time
 import pytest
 
 from bootos.build import DEFAULT_CACHE, DEFAULT_LOCK, build
+from tests.agent_https import FakeAppliance, make_certificate
 
 pytestmark = pytest.mark.vm
 
@@ -38,12 +45,12 @@ def bootos(tmp_path_factory):
     return out, build(out, DEFAULT_LOCK, DEFAULT_CACHE)
 
 
-def qemu(tmp_path, *args, until, timeout=420):
+def qemu(tmp_path, *args, until, timeout=420, nic=("-nic", "none")):
     """Run QEMU with the serial console in a file until `until` appears; returns the log."""
     if QEMU is None:
         pytest.skip("qemu-system-x86_64 is not installed (Debian package qemu-system-x86)")
     log = tmp_path / "serial.log"
-    argv = [QEMU, "-accel", "tcg", "-m", "1024", "-nic", "none", "-display", "none"]
+    argv = [QEMU, "-accel", "tcg", "-m", "1024", *nic, "-display", "none"]
     argv += ["-monitor", "none", "-no-reboot", "-serial", f"file:{log}", *args]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
@@ -113,6 +120,42 @@ def test_iso_boots_to_the_agent(bootos, tmp_path, firmware):
     assert "cloudboot-agent: cannot start: kernel command line has no cloudboot.url=" in (
         console
     ), console[-3000:]
+
+
+def test_agent_in_bootos_registers_and_runs_jobs(bootos, tmp_path):
+    if shutil.which("socat") is None:
+        pytest.skip("socat is not installed (Debian package socat)")
+    out, _result = bootos
+    cert, key, pin = make_certificate(tmp_path)
+    appliance = FakeAppliance(cert, key).start()
+    appliance.jobs.put({"id": "j1", "kind": "inventory", "params": {}})
+    appliance.jobs.put({"id": "j2", "kind": "poweroff", "params": {}})
+    mac = "52:54:00:12:34:56"
+    forward = f"guestfwd=tcp:10.0.2.100:8443-cmd:socat - TCP:127.0.0.1:{appliance.port}"
+    nic = ("-nic", f"user,restrict=on,model=virtio-net-pci,mac={mac},{forward}")
+    params = f"cloudboot.url=https://10.0.2.100:8443 cloudboot.fp={pin} cloudboot.mac={mac}"
+
+    try:
+        console = qemu(
+            tmp_path,
+            "-kernel", str(out / "vmlinuz"),
+            "-initrd", str(out / "initrd.img"),
+            "-append", f"console=ttyS0 panic=-1 {params}",
+            "-smbios", "type=1,manufacturer=Huawei,serial=2102311TYBN0K9000777",
+            nic=nic,
+            until="reboot: Power down",
+        )  # fmt: skip
+    finally:
+        appliance.stop()
+
+    assert "cloudboot-agent: eth0 configured by DHCP" in console, console[-3000:]
+    assert "registered with https://10.0.2.100:8443 as machine m-1" in console
+    registration = appliance.requests[0]["body"]
+    assert registration["boot_mac"] == mac
+    assert registration["inventory"]["system"]["serial"] == "2102311TYBN0K9000777"
+    results = [(r["job_id"], r["status"]) for r in appliance.results]
+    assert results == [("j1", "succeeded"), ("j2", "succeeded")]
+    assert appliance.results[0]["data"]["inventory"]["system"]["manufacturer"] == "Huawei"
 
 
 def _between(text, begin, end):

@@ -6,6 +6,7 @@ error shape. Nothing here touches the store.
 """
 
 import functools
+import json
 
 from appliance.core import auth
 from appliance.core._jobsql import JobError
@@ -73,8 +74,28 @@ def page_limit(request):
     return query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
 
 
-def json_object(request):
+def json_body(request):
+    """The request body parsed as JSON that can also be stored and sent back.
+
+    JSON lets "\\ud800" (a lone UTF-16 surrogate) through the parser, but no
+    UTF-8 text can hold it: such a value would fail later, when SQLite binds it
+    or when a response is encoded, after the change it came with had already
+    committed (a job created, then a 500 to the caller and to its agent).
+    """
     body = request.json()
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError as e:
+        raise HttpError(
+            400, "bad_json", f"request body holds text that is not valid Unicode: {e.reason}"
+        ) from None
+    except RecursionError:
+        raise HttpError(400, "bad_json", "request body JSON is nested too deeply") from None
+    return body
+
+
+def json_object(request):
+    body = json_body(request)
     if not isinstance(body, dict):
         raise HttpError(400, "invalid_request", "request body must be a JSON object")
     return body

@@ -11,6 +11,7 @@ appliance.core.engine; this module never decides what a job may do.
 
 import functools
 
+from appliance.api._common import json_body
 from appliance.core import app as app_module
 from appliance.core import auth, machines
 from appliance.core._jobsql import JobError
@@ -71,7 +72,7 @@ class _Handlers:
         source = request.client[0] if request.client else ""
         self._check_source(source)
 
-        registration = protocol.validate_registration(request.json())
+        registration = protocol.validate_registration(json_body(request))
         outcome = await machines.register(
             self.store,
             registration,
@@ -119,7 +120,7 @@ class _Handlers:
     async def events(self, request):
         check_protocol(request)
         principal = await auth.authorize(self.store, request, "agent")
-        events = protocol.validate_events(request.json())
+        events = protocol.validate_events(json_body(request))
 
         from appliance.core import engine
 
@@ -135,7 +136,7 @@ class _Handlers:
     async def result(self, request):
         check_protocol(request)
         principal = await auth.authorize(self.store, request, "agent")
-        result = protocol.validate_result(request.json())
+        result = protocol.validate_result(json_body(request))
         data = result["data"]
         if "inventory" in data:
             # Checked here so a bad document is the agent's 400, not a failed commit.

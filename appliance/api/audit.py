@@ -30,8 +30,10 @@ def register_routes(router, app):
 def _filters(request):
     try:
         return filters_from(
-            **{name: query_one(request, name) for name in (
-                "actor", "action", "resource_type", "resource_id", "since", "until")}
+            **{
+                name: query_one(request, name)
+                for name in ("actor", "action", "resource_type", "resource_id", "since", "until")
+            }
         )
     except AuditCliError as e:
         raise HttpError(400, "invalid_query", str(e).replace("--", "")) from None
@@ -80,8 +82,9 @@ class _Handlers:
         found, next_id = await self.store.read(
             lambda conn: audit.search(conn, limit=limit, before_id=_cursor(request), **wanted)
         )
-        await self._record(request, actor, "audit.export",
-                           {"filters": wanted, "format": fmt, "count": len(found)})
+        await self._record(
+            request, actor, "audit.export", {"filters": wanted, "format": fmt, "count": len(found)}
+        )
         headers = [("content-type", _CONTENT_TYPES[fmt])]
         if next_id is not None:
             # Older events remain: the client asks again with this cursor.
@@ -92,6 +95,10 @@ class _Handlers:
         actor = await require(request, self.store, "admin")
         trusted = await trio.to_thread.run_sync(audit_chain.verify_key, self.data_dir)
         verdict = await self.store.read(audit_chain.verify, trusted)
-        await self._record(request, actor, "audit.verify",
-                           {"ok": verdict.ok, "first_bad_id": verdict.first_bad_id})
+        await self._record(
+            request,
+            actor,
+            "audit.verify",
+            {"ok": verdict.ok, "first_bad_id": verdict.first_bad_id},
+        )
         return Response.json(verdict.as_dict())

@@ -6,6 +6,7 @@ one with 401 (WWW-Authenticate: Bearer) or a too-small role with 403. Token
 values appear only once, in the answer to the request that issued them.
 """
 
+from appliance.api._common import json_body
 from appliance.api.agent import translate_errors
 from appliance.core import auth
 from appliance.http import HttpError, Response
@@ -103,7 +104,7 @@ def _revoke_token(conn, token_id, actor, trace_id):
 
 
 def _object(request):
-    body = request.json()
+    body = json_body(request)
     if not isinstance(body, dict):
         raise HttpError(400, "invalid_request", f"expected a JSON object, got {body!r:.100}")
     return body

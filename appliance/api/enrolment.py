@@ -5,6 +5,7 @@ it reports a serial or MAC from the imported list. Every approval and import
 is audited (appliance/core/machines.py records it in the same transaction).
 """
 
+from appliance.api._common import json_body
 from appliance.api.agent import translate_errors
 from appliance.core import auth, machines
 from appliance.http import Response
@@ -47,7 +48,7 @@ class _Handlers:
 
     async def import_expected(self, request):
         principal = await auth.authorize(self.store, request, "operator")
-        serials, macs = machines.check_expected(request.json())
+        serials, macs = machines.check_expected(json_body(request))
         outcome = await machines.import_expected(
             self.store, serials, macs, principal.name, request.trace_id
         )

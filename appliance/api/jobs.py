@@ -6,6 +6,7 @@ decides what a job may do.
 """
 
 from appliance.api._common import (
+    json_body,
     json_object,
     page,
     page_limit,
@@ -35,7 +36,7 @@ class _Handlers:
 
     async def create(self, request):
         actor = await require(request, self.store, "operator")
-        body = request.json()
+        body = json_body(request)
         key = request.headers.get("idempotency-key")
         job, created = await jobs.create_job(
             self.store, actor, body, key, self.job_settings, request.trace_id

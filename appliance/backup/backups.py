@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 DATABASE_FILE = "cloudboot.db"
 SUFFIX = ".cbbak"
 PARTIAL = ".partial"
-_NAME = re.compile(r"^cloudboot-\d{8}T\d{6}Z-[0-9a-f]{8}\.cbbak$")
+_NAME = re.compile(r"^cloudboot-\d{8}T\d{12}Z-[0-9a-f]{8}\.cbbak$")
 WORK_DIR = "backup-work"
 PREVIOUS_DIR = "restore-previous"
 
@@ -120,16 +120,25 @@ def create(data_dir, settings):
 
         created_at = now()
         blob = _seal(database, data_dir, created_at, schema)
-        name = f"cloudboot-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-" \
-               f"{secrets.token_hex(4)}{SUFFIX}"
-        written = [_write_atomically(directory / name, blob)
-                   for directory in backup_dirs(data_dir, settings)]
+        name = _backup_name()
+        written = [
+            _write_atomically(directory / name, blob)
+            for directory in backup_dirs(data_dir, settings)
+        ]
         for directory in backup_dirs(data_dir, settings):
             prune(directory, settings.keep)
 
     log.info("backup %s written (%d bytes, database %d bytes)", name, len(blob), len(database))
-    return BackupInfo(written[0], len(blob), appliance_id(data_dir), created_at, schema,
-                      None, None)
+    return BackupInfo(
+        written[0], len(blob), appliance_id(data_dir), created_at, schema, None, None
+    )
+
+
+def _backup_name():
+    # Microseconds in the name: names sort in creation order, which prune() relies on.
+    t = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(t)) + f"{int(t % 1 * 1e6):06d}Z"
+    return f"cloudboot-{stamp}-{secrets.token_hex(4)}{SUFFIX}"
 
 
 def _snapshot(live, target):
@@ -148,7 +157,9 @@ def _snapshot(live, target):
 def _schema_version(path):
     conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        return conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchall()[0][0]
+        return conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchall()[0][
+            0
+        ]
     except apsw.Error as e:
         raise BackupError(f"the database at {path} has no readable schema version: {e}") from None
     finally:
@@ -238,8 +249,14 @@ def _info(path, blob=None):
         return BackupInfo(path, 0, problem=f"unreadable: {e.strerror}")
     except envelope.EnvelopeError as e:
         return BackupInfo(path, len(blob), problem=str(e))
-    return BackupInfo(path, len(blob), header["appliance_id"], header["created_at"],
-                      header["schema_version"], header["key_id"])
+    return BackupInfo(
+        path,
+        len(blob),
+        header["appliance_id"],
+        header["created_at"],
+        header["schema_version"],
+        header["key_id"],
+    )
 
 
 def find(data_dir, settings, name):
@@ -250,7 +267,9 @@ def find(data_dir, settings, name):
     for directory in backup_dirs(data_dir, settings):
         if (directory / name).is_file():
             return directory / name
-    raise BackupError(f"no backup named {name!r} in {', '.join(map(str, backup_dirs(data_dir, settings)))}")
+    raise BackupError(
+        f"no backup named {name!r} in {', '.join(map(str, backup_dirs(data_dir, settings)))}"
+    )
 
 
 def open_checked(data_dir, path, allow_foreign=False):
@@ -316,7 +335,12 @@ def integrity_check(path):
 
 
 def restore(data_dir, path, allow_foreign=False):
-    """Replace the live database with the backup's; returns (header, where the old one went)."""
+    """Replace the live database with the backup's; returns (header, where the old one went).
+
+    header["replaced_head"] is (id, hash) of the newest audit event of the
+    database replaced, or None when it could not be read: the restore event
+    records it, so the audit trail links the database set aside to the new one.
+    """
     data_dir = Path(data_dir)
     live = data_dir / DATABASE_FILE
     header, database = open_checked(data_dir, path, allow_foreign)
@@ -330,6 +354,7 @@ def restore(data_dir, path, allow_foreign=False):
         except BackupError:
             restoring.unlink(missing_ok=True)
             raise
+        header["replaced_head"] = _audit_head(live)
         aside = _set_aside(live, data_dir)
         _swap_in(restoring, live)
 
@@ -360,6 +385,20 @@ def refuse_if_in_use(live):
         log.warning("live database %s could not be checkpointed before restore: %s", live, e)
     finally:
         conn.close()
+
+
+def _audit_head(live):
+    if not live.exists():
+        return None
+    try:
+        conn = apsw.Connection(str(live), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            rows = conn.execute("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
+            return list(rows.fetchall()[0]) if rows else None
+        finally:
+            conn.close()
+    except (apsw.Error, IndexError):
+        return None
 
 
 def _set_aside(live, data_dir):

@@ -54,7 +54,9 @@ def backup_list(data_dir, settings, as_json=False):
         print(json.dumps([b.as_dict() for b in found], indent=2))
         return found
     if not found:
-        print("no backups in " + ", ".join(map(str, backups.backup_dirs(data_dir, settings.backup))))
+        print(
+            "no backups in " + ", ".join(map(str, backups.backup_dirs(data_dir, settings.backup)))
+        )
     for b in found:
         state = f"DAMAGED: {b.problem}" if b.problem else f"schema {b.schema_version}"
         print(f"{b.created_at or '-':28} {b.size:>12} {state:20} {b.path}")
@@ -64,8 +66,10 @@ def backup_list(data_dir, settings, as_json=False):
 def backup_verify(data_dir, settings, name):
     path = backups.find(data_dir, settings.backup, name)
     info = backups.verify(data_dir, path)
-    print(f"backup {info.name} is good: appliance {info.appliance_id}, made {info.created_at}, "
-          f"schema {info.schema_version}")
+    print(
+        f"backup {info.name} is good: appliance {info.appliance_id}, made {info.created_at}, "
+        f"schema {info.schema_version}"
+    )
     return info
 
 
@@ -78,10 +82,13 @@ def backup_restore(data_dir, settings, name, allow_foreign=False):
         "backup_appliance_id": header["appliance_id"],
         "foreign_override": foreign,
         "previous_database": str(aside),
+        "previous_audit_head": header["replaced_head"],
     }
     trio.run(_record_restore, data_dir, settings, path.name, details)
-    print(f"restored {path.name} (made {header['created_at']}); the previous database is kept "
-          f"in {aside}")
+    print(
+        f"restored {path.name} (made {header['created_at']}); the previous database is kept "
+        f"in {aside}"
+    )
     return header
 
 

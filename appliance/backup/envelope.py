@@ -85,12 +85,14 @@ def read_header(blob):
 
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
-        raise EnvelopeError(f"the file is not a CloudBoot backup (format {found!r}, "
-                            f"expected {FORMAT!r})")
+        raise EnvelopeError(
+            f"the file is not a CloudBoot backup (format {found!r}, expected {FORMAT!r})"
+        )
     for name, kind in {**_HEADER_TYPES, "ciphertext": bytes}.items():
         if not isinstance(document.get(name), kind):
-            raise EnvelopeError(f"the backup header is damaged: field {name!r} is missing or "
-                                f"not {kind.__name__}")
+            raise EnvelopeError(
+                f"the backup header is damaged: field {name!r} is missing or not {kind.__name__}"
+            )
     return document
 
 
@@ -102,8 +104,9 @@ def open_envelope(blob, keys):
     try:
         data_key = keys.unwrap(header["wrapped_key"])
     except KeySourceError as e:
-        raise EnvelopeError(f"the backup cannot be decrypted with this appliance's key: {e}") \
-            from None
+        raise EnvelopeError(
+            f"the backup cannot be decrypted with this appliance's key: {e}"
+        ) from None
     try:
         compressed = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
             document["ciphertext"], _aad(header), header["nonce"], data_key

@@ -27,6 +27,9 @@ DEV_KEY_FILE = "dev-backup.key"
 KEY_BYTES = 32
 NONCE_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 
+# Key files already warned about in this process: once per file is enough.
+_warned = set()
+
 
 class KeySourceError(Exception):
     """The wrapping key is missing, unreadable, or is not the one that wrapped a data key."""
@@ -79,6 +82,8 @@ class DevKeySource:
     def _load(self):
         if self._key is None:
             self._key = self._read_or_make()
+        if self.path not in _warned:
+            _warned.add(self.path)
             log.warning(
                 "backups use the development key source %s: it sits beside the database, "
                 "so configure the master key before production",

@@ -102,8 +102,15 @@ def sign_head(conn, key, kind="head", event=None, archive=None):
     conn.execute(
         "INSERT INTO audit_heads (kind, signed_at, event_id, event_hash, verify_key, signature,"
         " archive) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (kind, signed_at, event_id, event_hash, key.verify_key.encode().hex(), signature.hex(),
-         archive),
+        (
+            kind,
+            signed_at,
+            event_id,
+            event_hash,
+            key.verify_key.encode().hex(),
+            signature.hex(),
+            archive,
+        ),
     )
     return {"kind": kind, "signed_at": signed_at, "event_id": event_id, "event_hash": event_hash}
 
@@ -148,8 +155,9 @@ def verify(conn, trusted_key):
         checked = _check_links(conn, heads)
     except _Break as e:
         return Verdict(False, checked, len(heads), e.event_id, e.message)
-    return Verdict(True, checked, len(heads), None, f"{checked} events and {len(heads)} signed "
-                   "heads verified")
+    return Verdict(
+        True, checked, len(heads), None, f"{checked} events and {len(heads)} signed heads verified"
+    )
 
 
 def _check_signatures(heads, trusted_key):

@@ -51,8 +51,9 @@ def parse_time(text, name):
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def filters_from(actor=None, action=None, resource_type=None, resource_id=None, since=None,
-                 until=None):
+def filters_from(
+    actor=None, action=None, resource_type=None, resource_id=None, since=None, until=None
+):
     return {
         "actor": actor,
         "action": action,
@@ -68,16 +69,18 @@ def audit_verify(data_dir, settings):
     trusted = _trusted_key(data_dir)
     verdict = trio.run(_with_store, data_dir, settings, _verify_and_record, trusted)
     if not verdict.ok:
-        raise AuditCliError(f"audit log verification FAILED at event {verdict.first_bad_id}: "
-                            f"{verdict.message}")
+        raise AuditCliError(
+            f"audit log verification FAILED at event {verdict.first_bad_id}: {verdict.message}"
+        )
     print(f"audit log verified: {verdict.message}")
     return verdict
 
 
 async def _verify_and_record(store, trusted):
     verdict = await store.read(audit_chain.verify, trusted)
-    await store.write(_record_read, "audit.verify", {"ok": verdict.ok,
-                                                     "first_bad_id": verdict.first_bad_id})
+    await store.write(
+        _record_read, "audit.verify", {"ok": verdict.ok, "first_bad_id": verdict.first_bad_id}
+    )
     return verdict
 
 
@@ -89,8 +92,10 @@ def audit_query(data_dir, settings, *, limit=50, before_id=None, as_json=False, 
         if as_json:
             print(json.dumps(event, sort_keys=True))
         else:
-            print(f"{event['id']:>8} {event['at']} {event['actor']:16} {event['action']:24} "
-                  f"{event['resource_type']}/{event['resource_id'] or '-'} {event['result']}")
+            print(
+                f"{event['id']:>8} {event['at']} {event['actor']:16} {event['action']:24} "
+                f"{event['resource_type']}/{event['resource_id'] or '-'} {event['result']}"
+            )
     if next_id is not None and not as_json:
         print(f"(more: repeat with --before-id {next_id})")
     return next_id
@@ -123,8 +128,9 @@ def audit_export(data_dir, settings, *, fmt="jsonl", output="-", **filters):
 
 async def _export_rows(store, wanted, fmt):
     rows = await store.read(_all_matching, wanted)
-    await store.write(_record_read, "audit.export", {"filters": wanted, "format": fmt,
-                                                     "count": len(rows)})
+    await store.write(
+        _record_read, "audit.export", {"filters": wanted, "format": fmt, "count": len(rows)}
+    )
     return rows
 
 
@@ -160,8 +166,10 @@ def audit_prune(data_dir, settings):
     if summary is None:
         print(f"no audit events older than {settings.audit.retention_days} days")
     else:
-        print(f"archived events {summary['first_id']}-{summary['last_id']} to "
-              f"{summary['archive']} and pruned them")
+        print(
+            f"archived events {summary['first_id']}-{summary['last_id']} to "
+            f"{summary['archive']} and pruned them"
+        )
     return summary
 
 
@@ -170,8 +178,14 @@ async def _prune(store, settings):
 
 
 def _record_read(conn, action, details):
-    audit.record(conn, actor=operator(), action=action, resource_type="audit_log",
-                 source="cli", details=details)
+    audit.record(
+        conn,
+        actor=operator(),
+        action=action,
+        resource_type="audit_log",
+        source="cli",
+        details=details,
+    )
 
 
 def _trusted_key(data_dir):

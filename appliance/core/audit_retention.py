@@ -118,7 +118,9 @@ def _prune(conn, last_id, last_hash, cutoff, key, archive, actor, days):
     if not current or current[0][0] != last_hash:
         raise RetentionError(f"audit event {last_id} changed while it was being archived")
 
-    conn.execute("INSERT INTO audit_prune_grant (upto_id, cutoff) VALUES (?, ?)", (last_id, cutoff))
+    conn.execute(
+        "INSERT INTO audit_prune_grant (upto_id, cutoff) VALUES (?, ?)", (last_id, cutoff)
+    )
     conn.execute("DELETE FROM audit_events WHERE id <= ?", (last_id,))
     conn.execute("DELETE FROM audit_prune_grant")
     audit_chain.sign_head(conn, key, kind="prune", event=(last_id, last_hash), archive=archive)

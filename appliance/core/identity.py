@@ -20,15 +20,18 @@ Weights (points a shared signal adds):
 
 A candidate is the same machine when
 
-  1. its score reaches MATCH_THRESHOLD (50), or, when the registering
-     machine or the known one has fewer points of identity than that in total
-     (a VM with one NIC and no serials; a first registration without
-     inventory), all the points the smaller side has, but never less than
-     MIN_MATCH_SCORE (25: one MAC; a chassis serial alone is shared by every
-     blade in an enclosure);
+  1. its score reaches MATCH_THRESHOLD (50), or, when the known machine has
+     fewer points of identity than that in total (a VM with one NIC and no
+     serials; a first registration without inventory), all the points it has,
+     but never less than MIN_MATCH_SCORE (25: one MAC; a chassis serial alone
+     is shared by every blade in an enclosure). A thin registration does not
+     lower the bar: registration carries no secret, and a boot MAC is sent in
+     clear in every DHCPDISCOVER, so "only a MAC" must not claim a machine
+     known by more (and with it the machine's agent token and jobs);
   2. no strong signal contradicts it: a machine known by SMBIOS UUID or
-     system serial that now reports a different one is a different machine,
-     whatever else it shares.
+     system serial that now reports a different one, or none at all, is a
+     different machine, whatever else it shares. The PXE GUID (option 97)
+     is on the wire too, so a known system serial must be reported as well.
 
 Values are compared trimmed and case-folded. Placeholders (the one list in
 appliance/proto/placeholders.py) are dropped before scoring, and an untrusted
@@ -135,9 +138,8 @@ def _usable_mac(mac):
 
 def required_score(new_signals, known_signals):
     """The points a candidate must share to be the same machine (rule 1 above)."""
-    new_points = sum(s.weight for s in set(new_signals))
     known_points = sum(s.weight for s in set(known_signals))
-    return max(MIN_MATCH_SCORE, min(MATCH_THRESHOLD, new_points, known_points))
+    return max(MIN_MATCH_SCORE, min(MATCH_THRESHOLD, known_points))
 
 
 def score(new_signals, known_signals):
@@ -149,7 +151,8 @@ def score(new_signals, known_signals):
     for kind in STRONG_KINDS:
         new_values = {s.value for s in new_signals if s.kind == kind}
         known_values = {s.value for s in known if s.kind == kind}
-        if new_values and known_values and not new_values & known_values:
+        # Missing counts as different: same hardware reports the same strong values.
+        if known_values and not new_values & known_values:
             contradicted = True
     return points, contradicted
 

@@ -5,6 +5,19 @@ package opens the database file.
 """
 
 from appliance.store._migrate import SchemaError
-from appliance.store._store import APPLIANCE_ID_FILE, Store, StoreError, now
+from appliance.store._store import (
+    APPLIANCE_ID_FILE,
+    StorageFullError,
+    Store,
+    StoreError,
+    now,
+)
 
-__all__ = ["APPLIANCE_ID_FILE", "SchemaError", "Store", "StoreError", "now"]
+__all__ = [
+    "APPLIANCE_ID_FILE",
+    "SchemaError",
+    "StorageFullError",
+    "Store",
+    "StoreError",
+    "now",
+]

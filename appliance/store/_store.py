@@ -41,6 +41,10 @@ class StoreError(Exception):
     """The store cannot do what was asked (closed, cannot open, lost a transaction)."""
 
 
+class StorageFullError(StoreError):
+    """The data disk is full: the write was rolled back; writes work again once space returns."""
+
+
 def now():
     """The current UTC time as the text the schema stores (sorts as text)."""
     t = time.time()
@@ -80,6 +84,8 @@ class Store:
         path = Path(path)
         try:
             parts = await trio.to_thread.run_sync(_open_sync, path, settings)
+        except (apsw.CorruptError, apsw.NotADBError) as e:
+            raise StoreError(damaged_message(path, e)) from e
         except (apsw.Error, OSError) as e:
             raise StoreError(f"cannot open store {str(path)!r}: {e}") from e
 
@@ -211,6 +217,12 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             request.result = request.fn(conn, *request.args)
             conn.execute("COMMIT")
+        except apsw.FullError:
+            request.error = StorageFullError(
+                f"the data disk holding {str(self.path)!r} is full: this change was not saved; "
+                "free space there and the appliance carries on by itself"
+            )
+            _rollback(conn)
         except Exception as e:
             request.error = e
             _rollback(conn)
@@ -274,19 +286,43 @@ def _connect(path, read_only):
     return conn
 
 
+def damaged_message(path, detail):
+    """What the operator reads when the database file is damaged: what, and how to restore."""
+    return (
+        f"the database {str(path)!r} is damaged ({detail}); the appliance will not start on "
+        "it. Restore the newest good backup: `cloudboot backup list`, then "
+        '`cloudboot backup restore NAME` (docs/operations.md, "Restore")'
+    )
+
+
 def _open_sync(path, settings):
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = _connect(path, read_only=False)
-    mode = writer.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
-    if mode.lower() != "wal":
-        raise StoreError(f"store {str(path)!r} could not switch to WAL mode (got {mode!r})")
-
-    migrate(writer, now())
-    appliance_id = _appliance_id(writer, path.parent / APPLIANCE_ID_FILE)
+    try:
+        appliance_id = _prepare(writer, path)
+    except BaseException:
+        # Not left open: a restore must be able to take the file over.
+        writer.close()
+        raise
 
     count = max(1, settings.read_connections)
     readers = [_connect(path, read_only=True) for _ in range(count)]
     return writer, readers, appliance_id
+
+
+def _prepare(writer, path):
+    mode = writer.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+    if mode.lower() != "wal":
+        raise StoreError(f"store {str(path)!r} could not switch to WAL mode (got {mode!r})")
+
+    # A damaged file is found here, at start, not by the first request that
+    # touches the bad page (quick_check reads every page, without index cross-checks).
+    problems = [row[0] for row in writer.execute("PRAGMA quick_check(5)").fetchall()]
+    if problems != ["ok"]:
+        raise StoreError(damaged_message(path, "; ".join(problems)))
+
+    migrate(writer, now())
+    return _appliance_id(writer, path.parent / APPLIANCE_ID_FILE)
 
 
 def _appliance_id(conn, id_path):

@@ -214,8 +214,14 @@ class Runtime:
     def run_job(self, job):
         """Run one job and report it. Returns an exit status when the agent must stop."""
         self.console(f"job {job['id']}: {job['kind']}")
-        handler = getattr(self, f"_job_{job['kind']}", None)
-        if job["kind"] not in protocol.AGENT_JOB_KINDS or handler is None:
+        handlers = {
+            "inventory": self._job_inventory,
+            "reboot": self._job_reboot,
+            "poweroff": self._job_poweroff,
+            "wait": self._job_wait,
+        }
+        handler = handlers.get(job["kind"])
+        if handler is None:
             known = ", ".join(protocol.AGENT_JOB_KINDS)
             self.report(job, "failed", f"this agent does not run {job['kind']!r} jobs ({known})")
             return None

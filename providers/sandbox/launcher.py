@@ -145,7 +145,11 @@ def _confine(spec, namespaces):
 
     found["rlimits"] = limits.apply_rlimits(limits.Limits(**spec["limits"]))
     os.chdir(spec["workdir"])
-    found.update(_drop_privileges(spec["uid"], spec["gid"]))
+    # A granted device node is opened through its group's permission; Landlock then
+    # limits the run to exactly the granted nodes of that group.
+    device_groups = sorted({os.stat(device["path"]).st_gid for device in spec["devices"]})
+    found.update(_drop_privileges(spec["uid"], spec["gid"], device_groups))
+    found["devices"] = [device["path"] for device in spec["devices"]]
 
     _kernel.prctl(_kernel.PR_SET_NO_NEW_PRIVS, 1)
     found["no_new_privs"] = _kernel.prctl(_kernel.PR_GET_NO_NEW_PRIVS) == 1
@@ -154,9 +158,9 @@ def _confine(spec, namespaces):
     return found
 
 
-def _drop_privileges(uid, gid):
+def _drop_privileges(uid, gid, groups):
     if os.getuid() == 0:
-        os.setgroups([])
+        os.setgroups(groups)
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
     # Credential changes clear the parent-death signal and make the process non-dumpable,
@@ -185,6 +189,9 @@ def _landlock(spec):
     paths.update(dict.fromkeys(SYSTEM_READ, landlock.READ))
     paths.update(dict.fromkeys(DEVICES_READ_WRITE, landlock.FS_READ_FILE | landlock.FS_WRITE_FILE))
     paths.update(dict.fromkeys(spec["read_execute"], landlock.READ_EXECUTE))
+    for device in spec["devices"]:
+        rights = landlock.FS_READ_FILE | landlock.FS_WRITE_FILE
+        paths[device["path"]] = rights | (landlock.FS_IOCTL_DEV if device["ioctl"] else 0)
     # The work directory is writable but not executable: a provider cannot download code
     # into it and run it.
     paths[spec["workdir"]] = landlock.READ | landlock.WRITE

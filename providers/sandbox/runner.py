@@ -97,6 +97,7 @@ def run(package_dir, manifest, request, grants=None, settings=None, on_event=Non
     run_id = f"{manifest.name}-{secrets.token_hex(4)}"
     run_limits = manifest.limits.capped_by(settings.ceiling)
     ports = _granted_ports(manifest, grants or {})
+    devices = _granted_devices(manifest, grants or {})
     required = list(settings.required) + (["landlock_net"] if ports else [])
 
     workdir = _make_workdir(settings.runtime_root, run_id)
@@ -104,6 +105,7 @@ def run(package_dir, manifest, request, grants=None, settings=None, on_event=Non
     try:
         spec = _spec(package_dir, manifest, workdir, run_limits, ports, required, settings)
         spec["cgroup_paths"] = group.paths
+        spec["devices"] = devices
         supervisor = _Supervisor(spec, request, run_limits, group, on_event)
         result = supervisor.run(settings.result_grace_seconds)
     finally:
@@ -120,6 +122,18 @@ def _granted_ports(manifest, grants):
     asked = {dest["port"] for dest in manifest.network}
     allowed = set(grants.get("network") or [])
     return sorted(asked & allowed)
+
+
+def _granted_devices(manifest, grants):
+    """Devices the manifest asks for and the operator listed; ioctl only if both say so."""
+    allowed = grants.get("devices") or {}
+    if isinstance(allowed, list):
+        allowed = dict.fromkeys(allowed, True)
+    return [
+        {"path": device["path"], "ioctl": device["ioctl"] and bool(allowed[device["path"]])}
+        for device in manifest.devices
+        if device["path"] in allowed
+    ]
 
 
 def _make_workdir(root, run_id):

@@ -52,24 +52,34 @@ class Lab:
         self.drop_zone.mkdir()
         os.chmod(self.drop_zone, 0o777)
 
-    def provider(self, name, ports=None):
-        """Copy a hostile provider into the scratch area; `ports` rewrites its network ask."""
+    def provider(self, name, ports=None, devices=None):
+        """Copy a hostile provider into the scratch area.
+
+        `ports` and `devices` replace what its manifest asks for (the test's listener port
+        and device node are only known at run time).
+        """
         target = self.packages / name
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(PROVIDERS / name, target)
+        path = target / "provider.json"
+        document = json.loads(manifest.parse(path.read_text()).to_json())
         if ports is not None:
-            path = target / "provider.json"
-            document = json.loads(manifest.parse(path.read_text()).to_json())
             asked = [{"host": "127.0.0.1", "port": port} for port in ports]
             document["capabilities"]["network"] = asked
-            path.write_text(json.dumps(document))
+        if devices is not None:
+            document["capabilities"]["devices"] = [{"path": d, "ioctl": True} for d in devices]
+        path.write_text(json.dumps(document))
         for path in target.rglob("*"):
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         os.chmod(target, 0o755)
         return target
 
-    def run(self, name, params=None, grants=None, ports=None, **settings):
-        directory = self.provider(name, ports)
+    def run(self, name, params=None, grants=None, ports=None, devices=None, **settings):
+        directory = self.provider(name, ports, devices)
+        return self.run_directory(directory, params, grants, **settings)
+
+    def run_directory(self, directory, params=None, grants=None, **settings):
+        name = directory.name
         found = manifest.load(directory)
         request_params = {"nr": _kernel.syscall_table(), **(params or {})}
         request = protocol.make_request("attack", request_params, job_id=f"hostile-{name}")

@@ -9,9 +9,11 @@ the kernel's errno, or the runner's reason names the limit.
 """
 
 import errno
+import grp
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import threading
 
@@ -114,9 +116,13 @@ def test_programs_written_to_the_work_directory_do_not_run(lab):
 
 
 def test_a_setuid_program_gives_no_root(lab):
-    result = lab.run("setuid_exec")
+    # A setuid-root copy of id(1) inside the package: `id -u` prints the effective uid.
+    directory = lab.provider("setuid_exec")
+    shutil.copy("/usr/bin/id", directory / "id-setuid")
+    os.chmod(directory / "id-setuid", 0o4755)
+    result = lab.run_directory(directory)
     assert result.status == "failed", result.to_dict()
-    assert result.data.get("uid") != "0"
+    assert result.data["euid"] == str(result.protections["uid"])
     assert result.protections["no_new_privs"] is True
 
 
@@ -384,3 +390,46 @@ def test_a_provider_that_lingers_after_its_result_is_killed_and_its_result_stand
     assert result.message == "done (killed 1 s after its result: it did not exit)"
     assert result.duration < 60
     assert processes_of(result.protections["uid"]) == []
+
+
+# --- devices -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def device_node():
+    """A character device like /dev/null, group disk, mode 0660, made for this test only."""
+    path = f"/dev/cloudboot-test-{os.getpid()}-{threading.get_ident() % 10000}"
+    os.mknod(path, 0o660 | stat.S_IFCHR, os.makedev(1, 3))
+    os.chown(path, 0, grp.getgrnam("disk").gr_gid)
+    os.chmod(path, 0o660)
+    yield path
+    os.unlink(path)
+
+
+def test_a_device_the_operator_did_not_grant_stays_closed(lab, device_node):
+    result = lab.run("device_access", {"device": device_node}, devices=[device_node])
+    blocked(result, errno.EACCES)
+    assert result.protections["devices"] == []
+
+
+def test_a_granted_device_opens_but_ioctl_needs_its_own_grant(lab, device_node):
+    result = lab.run(
+        "device_access",
+        {"device": device_node},
+        grants={"devices": {device_node: False}},
+        devices=[device_node],
+    )
+    assert result.data.get("opened") is True, result.to_dict()
+    assert result.data["errno"] == errno.EACCES  # Landlock's ioctl right (ABI 5)
+    assert result.protections["devices"] == [device_node]
+
+
+def test_a_granted_ioctl_reaches_the_driver(lab, device_node):
+    result = lab.run(
+        "device_access",
+        {"device": device_node},
+        grants={"devices": [device_node]},
+        devices=[device_node],
+    )
+    assert result.data.get("opened") is True, result.to_dict()
+    assert result.data["errno"] == errno.ENOTTY  # the null driver's own answer

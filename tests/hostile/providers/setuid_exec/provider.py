@@ -3,6 +3,7 @@
 import ctypes
 import errno
 import json
+import os
 import subprocess
 import sys
 
@@ -39,14 +40,10 @@ def try_read(path):
         finish(False, f"{exc.strerror}: {path}", errno=exc.errno)
 
 
+program = os.path.join(os.environ["CLOUDBOOT_PACKAGE_DIR"], "id-setuid")
 try:
-    done = subprocess.run(
-        ["/usr/bin/su", "-c", "id -u", "root"],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=10,
-    )
+    done = subprocess.run([program, "-u"], capture_output=True, timeout=10)
 except OSError as exc:
-    finish(False, f"cannot run su: {exc.strerror}", errno=exc.errno)
-output = done.stdout.decode().strip()
-finish(output == "0", f"su exited {done.returncode}: {done.stderr.decode()[:200]!r}", uid=output)
+    finish(False, f"cannot run {program}: {exc.strerror}", errno=exc.errno)
+euid = done.stdout.decode().strip()
+finish(euid == "0", f"the setuid program ran with euid {euid}", euid=euid)
