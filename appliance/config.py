@@ -136,6 +136,12 @@ class AuditSettings:
     sign_interval_seconds: float = 300.0
     # Empty means <data_dir>/audit-archive.
     archive_dir: str = ""
+    # The bank's syslog collector: "tls://host:6514" (RFC 5425), "tcp://host:514"
+    # (RFC 6587 octet counting) or "udp://host:514" (best effort); empty is off.
+    forward_target: str = ""
+    # CA certificate (PEM) the collector's TLS certificate must chain to;
+    # empty means the system's trust store.
+    forward_ca_file: str = ""
 
 
 @dataclass

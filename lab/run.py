@@ -50,6 +50,11 @@ def up(repo: Path, machines: int = 3) -> int:
         lab.stop()
         _write_state(lab, specs, stopped=True)
         return 1
+    except KeyboardInterrupt:
+        print("lab: interrupted; stopping the lab", file=sys.stderr)
+        lab.stop()
+        _write_state(lab, specs, stopped=True)
+        return 130
 
 
 def _bring_up(repo, lab, specs):
@@ -156,8 +161,12 @@ def _cmdline(pid):
         return ""
 
 
-def down(repo: Path) -> int:
-    """Stop what the lab recorded, delete its namespaces and .lab; safe to run again."""
+def down(repo: Path, *, default_netns=(NETNS, DHCP_NETNS)) -> int:
+    """Stop what the lab recorded, delete its namespaces and .lab; safe to run again.
+
+    default_netns are deleted when no readable record names the namespaces
+    (a test passes its own, so it never touches a developer's running lab).
+    """
     directory = lab_dir(repo)
     state_path = directory / "state.json"
     state = {}
@@ -170,9 +179,8 @@ def down(repo: Path) -> int:
     for name, pid in (state.get("pids") or {}).items():
         _stop_pid(name, pid, (state.get("cmdlines") or {}).get(name, ""))
 
-    for name in state.get("netns") or [NETNS, DHCP_NETNS]:
-        netns.delete(name)
-    for name in (NETNS, DHCP_NETNS):
+    # Without a readable record, the fixed names are the only ones the lab uses.
+    for name in state.get("netns") or default_netns:
         netns.delete(name)
 
     if directory.exists():

@@ -126,3 +126,58 @@ async def test_agent_with_a_wrong_pin_sends_nothing_to_the_appliance(nursery, tm
         lambda conn: conn.execute("SELECT count(*) FROM machines").fetchone()[0]
     )
     assert count == 0
+
+
+async def test_a_cancelled_job_stops_at_the_next_heartbeat(nursery, tmp_path):
+    api, url, pin = await start_tls_api(nursery, tmp_path)
+    host = FakeHost(tmp_path / "net")
+    document = inventory(system_serial="SN-TLS-3", nics=[MAC])
+    params = {"url": url, "fp": pin, "mac": MAC, "proto": 1}
+    sleeps = []
+    wait_job = {}
+
+    def sleep(seconds):
+        # The operator cancels while the agent sleeps through its first step.
+        sleeps.append(seconds)
+        if seconds == 30 and "id" in wait_job:
+            trio.from_thread.run(jobs.cancel_job, api.store, "alice", wait_job["id"])
+            trio.from_thread.run(
+                jobs.create_job,
+                api.store,
+                "alice",
+                {"machine_id": wait_job["machine"], "kind": "reboot"},
+            )
+
+    runtime = Runtime(
+        params,
+        AgentClient(url, pin, timeout=10),
+        inventory=lambda: document,
+        run=host.run,
+        sleep=sleep,
+        console=host.lines.append,
+        net_dir=host.net_dir,
+        poll_wait=1,
+    )
+
+    async with trio.open_nursery() as session:
+        outcome = {}
+
+        async def agent():
+            outcome["exit"] = await trio.to_thread.run_sync(runtime.run)
+
+        session.start_soon(agent)
+        machine_id = await _registered_machine(api, host)
+        job, _ = await jobs.create_job(
+            api.store,
+            "alice",
+            {"machine_id": machine_id, "kind": "wait", "params": {"seconds": 600}},
+        )
+        wait_job.update(id=job["id"], machine=machine_id)
+        await machines.approve(api.store, machine_id, "olga")
+
+    assert outcome["exit"] == EXIT_STOPPED
+    assert (await jobs.get_job(api.store, job["id"]))["state"] == "cancelled"
+    assert sleeps.count(30) == 1, sleeps
+    assert any(f"job {job['id']} stopped by the appliance" in line for line in host.lines)
+    lines, _ = await jobs.read_job_log(api.store, job["id"])
+    assert any("wait started" in str(line) for line in lines), lines

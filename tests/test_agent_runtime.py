@@ -252,3 +252,23 @@ def test_a_job_that_raises_is_reported_failed(appliance, certificate, machine):
     assert runtime.run() == EXIT_STOPPED
     assert appliance.results[0]["status"] == "failed"
     assert appliance.results[0]["message"] == "OSError: dmidecode vanished"
+
+
+def test_an_inventory_failure_at_registration_is_retried(appliance, certificate, machine):
+    appliance.jobs.put({"id": "j1", "kind": "poweroff", "params": {}})
+    runtime = make_runtime(appliance.url, certificate[2], machine)
+    calls = []
+
+    def inventory():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("bad SMBIOS table")
+        return INVENTORY
+
+    runtime.inventory = inventory
+
+    assert runtime.run() == EXIT_STOPPED
+    assert (
+        "cannot collect the inventory: ValueError: bad SMBIOS table; retry in 1 s" in machine.lines
+    )
+    assert appliance.registrations == 1

@@ -89,3 +89,20 @@ async def test_a_wrong_key_cannot_open_the_archive(tmp_path, monkeypatch):
     (tmp_path / "keys" / "dev-backup.key").write_text("11" * 32 + "\n")
     with pytest.raises(audit_retention.RetentionError, match="cannot open audit archive"):
         audit_retention.read_archive(tmp_path, summary["archive"])
+
+
+async def test_events_not_yet_forwarded_are_kept(tmp_path, monkeypatch):
+    from appliance.core import audit_forward
+
+    store = await open_store(tmp_path)
+    await _seed_old_then_new(store, monkeypatch, old=6, new=1)
+    settings = _settings(tmp_path)
+    settings.audit.forward_target = "tls://127.0.0.1:6514"
+    target = audit_forward.parse_target(settings.audit.forward_target).name
+
+    # The collector has acknowledged nothing: nothing may go.
+    assert await audit_retention.archive_and_prune(store, settings) is None
+    await store.write(audit_forward.advance, target, 4)
+    summary = await audit_retention.archive_and_prune(store, settings)
+    assert (summary["first_id"], summary["last_id"]) == (1, 4)
+    await store.close()

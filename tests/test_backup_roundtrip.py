@@ -240,8 +240,7 @@ async def test_a_backup_of_a_damaged_database_fails_the_integrity_check(tmp_path
     settings = _settings(tmp_path)
     store = await _store_with(tmp_path, "k-live")
     await store.close()
-    backups._snapshot(tmp_path / DB, tmp_path / "snap.db")
-    database = bytearray((tmp_path / "snap.db").read_bytes())
+    database = bytearray(backups.snapshot(tmp_path / DB)[0])
     # Pages 2 to 4 start with b-tree page headers; 0xff is no valid page type.
     for page in (1, 2, 3):
         database[page * 4096 : page * 4096 + 64] = b"\xff" * 64
@@ -268,3 +267,21 @@ async def test_restore_refuses_while_the_appliance_has_the_database_open(tmp_pat
         backups.restore(tmp_path, info.path)
     assert await store.read(_keys) == {"k-1"}
     await store.close()
+
+
+async def test_the_scheduled_backup_runs_in_a_child_and_is_audited(tmp_path):
+    from appliance.backup import service
+
+    settings = _settings(tmp_path, keep=3)
+    store = await _store_with(tmp_path, "k-1")
+    info = await service.create_audited(store, settings)
+    assert info.path.exists() and info.schema_version == backups.known_schema_version()
+    backups.verify(tmp_path, info.path)
+
+    settings.backup.directory = str(tmp_path / "appliance-id")  # a file: cannot be a directory
+    with pytest.raises(backups.BackupError, match="could not write the backup"):
+        await service.create_audited(store, settings)
+    events = await store.read(lambda conn: audit.search(conn, action="backup.create")[0])
+    await store.close()
+    assert [e["result"] for e in events] == ["failed", "ok"]
+    assert events[1]["resource_id"] == info.name

@@ -3,6 +3,7 @@
 import logging
 import os
 import shutil
+import threading
 
 import pytest
 
@@ -129,3 +130,15 @@ def test_network_grants_open_only_inet_families():
     families = {seccomp.AF_INET, seccomp.AF_INET6}
     assert len(opened) == len(closed) + 2
     assert families <= {k for code, _, _, k in opened if code == seccomp.JEQ_K}
+
+
+def test_cancelling_kills_the_run(lab):
+    directory = lab.provider("hang")
+    found = manifest.load(directory)
+    settings = runner.SandboxSettings(runtime_root=str(lab.runtime))
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    result = runner.run(directory, found, protocol.make_request("x"), None, settings, None, cancel)
+    assert (result.status, result.reason) == ("failed", "cancelled")
+    assert result.duration < found.limits.run_seconds
+    assert processes_of(result.protections["uid"]) == []

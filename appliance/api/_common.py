@@ -12,6 +12,7 @@ from appliance.core import auth
 from appliance.core._jobsql import JobError
 from appliance.core.machines import MachineError
 from appliance.http import HttpError
+from appliance.store import StorageFullError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -37,8 +38,15 @@ def service_errors(handler):
             return await handler(request)
         except (JobError, MachineError, auth.AuthError) as e:
             raise HttpError(e.status, e.code, e.message) from None
+        except StorageFullError as e:
+            raise storage_full(e) from None
 
     return wrapped
+
+
+def storage_full(error):
+    """503 for a write the full data disk refused: nothing was saved, retrying later works."""
+    return HttpError(503, "storage_full", str(error), headers=[("retry-after", "60")])
 
 
 def query_one(request, name, default=None):

@@ -11,13 +11,14 @@ appliance.core.engine; this module never decides what a job may do.
 
 import functools
 
-from appliance.api._common import json_body
+from appliance.api._common import json_body, storage_full
 from appliance.core import app as app_module
 from appliance.core import auth, machines
 from appliance.core._jobsql import JobError
 from appliance.http import HttpError, Response
 from appliance.proto import agent as protocol
 from appliance.proto import inventory as inventory_schema
+from appliance.store import StorageFullError
 
 # Errors the services raise carrying their own HTTP status and code.
 SERVICE_ERRORS = (JobError, machines.MachineError, auth.AuthError)
@@ -36,6 +37,8 @@ def translate_errors(handler):
             raise HttpError(426, e.code, e.message) from None
         except protocol.AgentProtocolError as e:
             raise HttpError(400, e.code, e.message) from None
+        except StorageFullError as e:
+            raise storage_full(e) from None
 
     return wrapped
 

@@ -1,13 +1,17 @@
 """Encrypted backups of the live database: create, list, verify, restore.
 
-create: an online snapshot with VACUUM INTO on its own connection. In WAL mode
-that is one read transaction: writers keep committing while it runs (the
-longest writer stall is measured by bench/bench_backup.py), and the snapshot
-is the database as of one instant. The snapshot is sealed into the CBOR
-envelope (appliance/backup/envelope.py) and written as a temporary file,
-fsynced and renamed, so a file with the backup suffix is always complete: a
-backup cut short by a crash or a full disk leaves only a ".partial" file that
-list() never shows and the next create removes.
+create: an online snapshot, read on its own connection inside one read
+transaction (sqlite3_serialize through apsw): in WAL mode writers keep
+committing while it runs, and the snapshot is the database as of one instant.
+It is taken into memory, not into a temporary file, so the only disk writes a
+backup makes are the compressed backup file itself; on ext4 a large temporary
+file made the appliance writer's fsync wait for its write-back (the longest
+writer stall is measured by bench/bench_backup.py). The snapshot is sealed
+into the CBOR envelope (appliance/backup/envelope.py) and written as a
+temporary file in bounded, separately flushed chunks, fsynced and renamed, so
+a file with the backup suffix is always complete: a backup cut short by a
+crash or a full disk leaves only a ".partial" file that list() never shows
+and the next create removes.
 
 restore: the backup is opened and checked (authentic, this appliance's
 unless overridden, a schema this software knows), written beside the live
@@ -46,6 +50,7 @@ PARTIAL = ".partial"
 _NAME = re.compile(r"^cloudboot-\d{8}T\d{12}Z-[0-9a-f]{8}\.cbbak$")
 WORK_DIR = "backup-work"
 PREVIOUS_DIR = "restore-previous"
+WRITE_CHUNK = 4 * 1024 * 1024
 
 
 class BackupError(Exception):
@@ -109,15 +114,8 @@ def create(data_dir, settings):
     if not live.exists():
         raise BackupError(f"no database at {live}: nothing to back up")
 
-    with _work_lock(data_dir) as work:
-        snapshot = work / f"snapshot-{secrets.token_hex(4)}.db"
-        try:
-            _snapshot(live, snapshot)
-            database = snapshot.read_bytes()
-            schema = _schema_version(snapshot)
-        finally:
-            snapshot.unlink(missing_ok=True)
-
+    with _work_lock(data_dir):
+        database, schema = snapshot(live)
         created_at = now()
         blob = _seal(database, data_dir, created_at, schema)
         name = _backup_name()
@@ -141,29 +139,24 @@ def _backup_name():
     return f"cloudboot-{stamp}-{secrets.token_hex(4)}{SUFFIX}"
 
 
-def _snapshot(live, target):
-    # A separate connection: VACUUM INTO reads one consistent snapshot of the WAL
-    # database without taking the write lock, so the appliance's writer goes on.
+def snapshot(live):
+    """(database bytes, schema version) as of one instant, without stopping the writer."""
     conn = apsw.Connection(str(live), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         conn.setbusytimeout(10_000)
-        conn.execute("VACUUM INTO ?", (str(target),))
+        # One read transaction for both, so the version belongs to the bytes.
+        conn.execute("BEGIN")
+        schema = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        schema = schema.fetchall()[0][0]
+        database = conn.serialize("main")
+        conn.execute("COMMIT")
     except apsw.Error as e:
         raise BackupError(f"could not snapshot the database {live}: {e}") from None
     finally:
         conn.close()
-
-
-def _schema_version(path):
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        return conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchall()[0][
-            0
-        ]
-    except apsw.Error as e:
-        raise BackupError(f"the database at {path} has no readable schema version: {e}") from None
-    finally:
-        conn.close()
+    if not database:
+        raise BackupError(f"the database {live} is empty: nothing to back up")
+    return database, schema
 
 
 def _seal(database, data_dir, created_at, schema):
@@ -192,14 +185,18 @@ def _work_lock(data_dir):
 
 
 def _write_atomically(path, blob):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f"*{SUFFIX}{PARTIAL}"):
-        stale.unlink(missing_ok=True)
     partial = path.with_name(path.name + PARTIAL)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f"*{SUFFIX}{PARTIAL}"):
+            stale.unlink(missing_ok=True)
         with open(partial, "wb") as f:
-            f.write(blob)
-            f.flush()
+            # Flushed chunk by chunk: one large write-back would hold up the
+            # store writer's own fsync on the same file system meanwhile.
+            for start in range(0, len(blob), WRITE_CHUNK):
+                f.write(blob[start : start + WRITE_CHUNK])
+                f.flush()
+                os.fdatasync(f.fileno())
             os.fsync(f.fileno())
         os.replace(partial, path)
         fsync_dir(path.parent)

@@ -99,18 +99,36 @@ class DevKeySource:
         except (OSError, ValueError) as e:
             raise KeySourceError(f"backup key {self.path} is unreadable or damaged: {e}") from None
 
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = secrets.token_bytes(KEY_BYTES)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-        except FileExistsError:
-            # Another process made it between our read and our create: use theirs.
-            return bytes.fromhex(self.path.read_text().strip())
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not write_private_once(self.path, key.hex() + "\n"):
+                # Another process made it between our read and our write: use theirs.
+                return bytes.fromhex(self.path.read_text().strip())
+        except OSError as e:
+            raise KeySourceError(f"cannot create the backup key {self.path}: {e}") from None
+        return key
+
+
+def write_private_once(path, text):
+    """Create a 0400 file with `text`, whole or not at all; False when it already exists.
+
+    Written under a temporary name and linked into place, so a full disk or a
+    crash never leaves an empty or half-written key where a key is expected.
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    try:
         with os.fdopen(fd, "w") as f:
-            f.write(key.hex() + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        return key
+        os.link(temporary, path)
+    except FileExistsError:
+        return False
+    finally:
+        temporary.unlink(missing_ok=True)
+    return True
 
 
 def _aad(key_id):

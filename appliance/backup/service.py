@@ -1,11 +1,17 @@
 """Backups inside `cloudboot serve`: the daily schedule and the audit event of each one.
 
-serve.py starts run_backups_forever(store, settings) in its nursery. A failed
-backup is logged and audited and tried again at the next interval; it must
-never stop the appliance.
+serve.py starts run_backups_forever(store, settings) in its nursery. The
+backup itself runs in a child process (python -m appliance.backup): copying,
+compressing and encrypting a database of hundreds of MiB holds the Python
+interpreter lock for tens of milliseconds at a time, which in this process
+would stall the store's writer. A failed backup is logged and audited and
+tried again at the next interval; it must never stop the appliance.
 """
 
+import json
 import logging
+import sys
+from pathlib import Path
 
 import trio
 
@@ -19,15 +25,44 @@ ACTOR = "appliance"
 
 async def create_audited(store, settings, actor=ACTOR, source=None, trace_id=None):
     """One backup now, with its audit event (ok or failed); returns the BackupInfo."""
-    data_dir = settings.data_path
     try:
-        info = await trio.to_thread.run_sync(backups.create, data_dir, settings.backup)
+        info = await create_in_child(settings)
     except backups.BackupError as e:
         await store.write(_record, actor, "failed", None, {"error": str(e)}, source, trace_id)
         raise
     details = {"size": info.size, "schema_version": info.schema_version}
     await store.write(_record, actor, "ok", info.name, details, source, trace_id)
     return info
+
+
+async def create_in_child(settings):
+    """One backup made by a child process; returns its BackupInfo, BackupError on failure."""
+    command = [
+        sys.executable,
+        "-m",
+        "appliance.backup",
+        "create",
+        str(settings.data_path),
+        "--directory",
+        settings.backup.directory,
+        "--mirror",
+        settings.backup.mirror_directory,
+        "--keep",
+        str(settings.backup.keep),
+    ]
+    done = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        raise backups.BackupError(message[-1] if message else f"exit status {done.returncode}")
+    described = json.loads(done.stdout)
+    return backups.BackupInfo(
+        Path(described["path"]),
+        described["size"],
+        described["appliance_id"],
+        described["created_at"],
+        described["schema_version"],
+        described["key_id"],
+    )
 
 
 def _record(conn, actor, result, name, details, source, trace_id):

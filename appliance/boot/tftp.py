@@ -38,6 +38,14 @@ ERRORS = Counter("cloudboot_tftp_errors", "TFTP requests refused or datagrams dr
 # Large enough for any datagram, so an oversized one is read whole and refused.
 _RECEIVE_SIZE = 65536
 
+# A client-chosen timeout above this is declined (the client keeps its own default):
+# with the retries, an unanswered transfer holds its slot at most about a minute.
+MAX_CLIENT_TIMEOUT = 10
+# One client address may hold at most 1/PER_CLIENT_SHARE of max_transfers (never fewer
+# than MIN_PER_CLIENT): one host that never acknowledges must not fill the server.
+PER_CLIENT_SHARE = 4
+MIN_PER_CLIENT = 4
+
 
 async def serve(settings, address: str, *, task_status=trio.TASK_STATUS_IGNORED):
     """Serve TFTP on (address, settings.tftp.port) until cancelled.
@@ -61,6 +69,9 @@ class TftpServer:
         )
         self.active = 0
         self._busy_logged = False
+        # Transfers in progress per client address.
+        self._per_client = {}
+        self.per_client_cap = max(MIN_PER_CLIENT, self.config.max_transfers // PER_CLIENT_SHARE)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
         with trio.socket.socket(self.family, socket.SOCK_DGRAM) as sock:
@@ -111,6 +122,11 @@ class TftpServer:
                 await self._refuse_busy(sock, peer)
                 return
             self._busy_logged = False
+            if self._per_client.get(peer[0], 0) >= self.per_client_cap:
+                await self._refuse(
+                    sock, peer, tftp.NOT_DEFINED, "too many transfers from this client", "busy"
+                )
+                return
 
             try:
                 fd, size = self._open(request.filename)
@@ -119,6 +135,7 @@ class TftpServer:
                 return
 
             self.active += 1
+            self._per_client[peer[0]] = self._per_client.get(peer[0], 0) + 1
             TRANSFERS_ACTIVE.inc()
             nursery.start_soon(self._transfer, request, peer, fd, size)
 
@@ -181,6 +198,9 @@ class TftpServer:
         finally:
             os.close(fd)
             self.active -= 1
+            left = self._per_client.pop(peer[0]) - 1
+            if left:
+                self._per_client[peer[0]] = left
             TRANSFERS_ACTIVE.dec()
 
     async def _run_transfer(self, sock, request, fd, size):
@@ -190,6 +210,7 @@ class TftpServer:
             block_size_cap=self.block_size_cap,
             max_window_size=self.config.max_window_size,
             default_timeout=self.config.timeout_seconds,
+            max_timeout=MAX_CLIENT_TIMEOUT,
         )
         transfer = tftp.Transfer(
             lambda offset, length: os.pread(fd, length, offset),

@@ -15,13 +15,13 @@ own file.
 """
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import nacl.exceptions
 import nacl.signing
 
+from appliance.backup.keysource import write_private_once
 from appliance.core import audit
 from appliance.store import now
 
@@ -50,9 +50,15 @@ def signing_key(data_dir):
         raise AuditChainError(f"audit signing key {path} is unreadable or damaged: {e}") from None
 
     key = nacl.signing.SigningKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_private(path, key.encode().hex() + "\n")
-    (path.parent / VERIFY_KEY_FILE).write_text(key.verify_key.encode().hex() + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not write_private_once(path, key.encode().hex() + "\n"):
+            # Another process made it first: use theirs.
+            return signing_key(data_dir)
+        public = path.parent / VERIFY_KEY_FILE
+        public.write_text(key.verify_key.encode().hex() + "\n")
+    except OSError as e:
+        raise AuditChainError(f"cannot create the audit signing key {path}: {e}") from None
     log.info("made the audit signing key %s", path)
     return key
 
@@ -66,15 +72,6 @@ def verify_key(data_dir):
         return signing_key(data_dir).verify_key
     except (OSError, ValueError) as e:
         raise AuditChainError(f"audit verify key {path} is unreadable or damaged: {e}") from None
-
-
-def _write_private(path, text):
-    # O_EXCL: two processes making the key at once must not overwrite each other's.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _statement(kind, signed_at, event_id, event_hash):

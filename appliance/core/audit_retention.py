@@ -23,7 +23,7 @@ import trio
 
 from appliance.backup import envelope
 from appliance.backup.keysource import KeySourceError, key_source
-from appliance.core import audit, audit_chain
+from appliance.core import audit, audit_chain, audit_forward
 from appliance.store import APPLIANCE_ID_FILE, now
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ async def archive_and_prune(store, settings, actor="appliance"):
     """Archive and prune the events older than the retention; returns a summary or None."""
     days = check_retention(settings.audit.retention_days)
     cutoff = cutoff_for(days)
-    rows = await store.read(_prunable, cutoff)
+    rows = await store.read(_prunable, cutoff, _forward_target(settings))
     if not rows:
         return None
 
@@ -76,12 +76,24 @@ async def archive_and_prune(store, settings, actor="appliance"):
     return {"first_id": first_id, "last_id": last_id, "archive": str(path), "cutoff": cutoff}
 
 
-def _prunable(conn, cutoff):
-    """The oldest events up to (not including) the first one younger than the cutoff."""
+def _forward_target(settings):
+    if not settings.audit.forward_target:
+        return None
+    return audit_forward.parse_target(settings.audit.forward_target).name
+
+
+def _prunable(conn, cutoff, forward_target=None):
+    """The oldest events up to (not including) the first one younger than the cutoff.
+
+    With forwarding on, events the collector has not acknowledged stay too.
+    """
     young = conn.execute(
         "SELECT MIN(id) FROM audit_events WHERE at >= ? OR hash IS NULL", (cutoff,)
     ).fetchall()[0][0]
     upto = (young - 1) if young is not None else None
+    if forward_target is not None:
+        sent = audit_forward.cursor(conn, forward_target)
+        upto = sent if upto is None else min(upto, sent)
     return list(audit.iter_events(conn, upto_id=upto)) if upto != 0 else []
 
 

@@ -89,6 +89,11 @@ def validate_registration(body):
         document = _inventory.validate(body.get("inventory"))
     except _inventory.InventoryError as e:
         raise AgentProtocolError(str(e)) from None
+    # The same bound as an inventory job's result: every registration keeps a
+    # snapshot for good, so an 8 MB one per request would fill the data disk
+    # from one unauthenticated host within minutes.
+    if len(json.dumps(document)) > MAX_DATA_BYTES:
+        raise AgentProtocolError(f"inventory is larger than {MAX_DATA_BYTES} bytes as JSON")
 
     return {
         "protocol": protocol,

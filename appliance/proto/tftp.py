@@ -198,7 +198,15 @@ def block_size_cap(mtu, family=4, max_block_size=MAX_BLOCK_SIZE):
     return max(cap, MIN_BLOCK_SIZE)
 
 
-def negotiate(options, *, file_size, block_size_cap, max_window_size, default_timeout):
+def negotiate(
+    options,
+    *,
+    file_size,
+    block_size_cap,
+    max_window_size,
+    default_timeout,
+    max_timeout=MAX_TIMEOUT,
+):
     """Choose the transfer parameters and the OACK contents (RFC 2347 section "Negotiation").
 
     Only options the client asked for are acknowledged: firmware that asked for
@@ -224,7 +232,9 @@ def negotiate(options, *, file_size, block_size_cap, max_window_size, default_ti
             acknowledged.append((name, str(file_size)))
 
         # RFC 2349: the server must answer with the same timeout or not at all.
-        elif name == "timeout" and MIN_TIMEOUT <= number <= MAX_TIMEOUT:
+        # A long one is declined: 255 s times the retries would let one
+        # unanswered request hold a transfer slot for over twenty minutes.
+        elif name == "timeout" and MIN_TIMEOUT <= number <= min(max_timeout, MAX_TIMEOUT):
             timeout = float(number)
             acknowledged.append((name, str(number)))
 

@@ -36,6 +36,14 @@ EXIT_PROTOCOL = 3
 UDHCPC_SCRIPT = "/usr/share/cloudboot/udhcpc.script"
 MAX_WAIT_JOB_SECONDS = 24 * 3600
 
+# The appliance fails a running job whose agent stays silent for its lease
+# (120 s); a heartbeat every 30 s leaves room for three missed ones.
+HEARTBEAT_SECONDS = 30
+
+
+class JobStopped(Exception):
+    """The appliance cancelled or ended the job this agent is running."""
+
 
 def run_command(argv, timeout=None):
     """Run a program; returns (exit status, combined output). 127 when it is missing."""
@@ -162,9 +170,12 @@ class Runtime:
         url = self.params["url"]
         self.backoff.reset()
         while True:
+            document = self._inventory_for_registration()
+            if document is None:
+                continue
             try:
                 answer = self.client.register(
-                    self.params["mac"], self.params.get("guid"), self.inventory()
+                    self.params["mac"], self.params.get("guid"), document
                 )
             except ProtocolMismatch as e:
                 self.console(f"appliance {url} refused agent protocol: {e}")
@@ -183,6 +194,15 @@ class Runtime:
                 f"(state {answer.get('state')}, {approval})"
             )
             return True
+
+    def _inventory_for_registration(self):
+        try:
+            return self.inventory()
+        except Exception as e:
+            # The inventory promises not to raise; if it does, the console says so.
+            log.exception("inventory failed")
+            self._pause(f"cannot collect the inventory: {type(e).__name__}: {e}")
+            return None
 
     # Jobs ------------------------------------------------------------------------
 
@@ -227,7 +247,12 @@ class Runtime:
             return None
 
         try:
+            self.job_event(job, f"{job['kind']} started", progress=0)
             status, message, data, then = handler(job)
+        except JobStopped as e:
+            # Cancelled or ended on the appliance: stop, and post no result for it.
+            self.console(f"job {job['id']} stopped by the appliance: {e}")
+            return None
         except Exception as e:
             # A job must never take the agent down; the appliance gets the reason.
             log.exception("job %s (%s) failed", job["id"], job["kind"])
@@ -240,6 +265,22 @@ class Runtime:
         status, output = self.run_command(then)
         self.console(f"{' '.join(then)} did not take effect: {_last_line(output) or status}")
         return EXIT_STOPPED
+
+    def job_event(self, job, line, progress=None):
+        """Post a progress line; it also renews the job's lease on the appliance.
+
+        409 means the job was cancelled or has ended there: raise JobStopped so
+        the running step stops. A missed event while the appliance is
+        unreachable is not fatal: the lease outlasts several heartbeats.
+        """
+        try:
+            self.client.post_events(job["id"], [line], progress)
+        except Rejected as e:
+            if e.status == 409:
+                raise JobStopped(str(e)) from None
+            log.warning("job %s: event refused: %s", job["id"], e)
+        except Unreachable as e:
+            log.warning("job %s: event not delivered: %s", job["id"], e)
 
     def report(self, job, status, message, data=None):
         """Post a job result, retrying while the appliance is unreachable."""
@@ -274,7 +315,16 @@ class Runtime:
             return "failed", f"wait of {seconds} s is longer than its {limit} s timeout", {}, None
 
         started = self.clock()
-        self.sleep(seconds)
+        remaining = seconds
+        while remaining > 0:
+            # Sleep in heartbeat-sized steps: each step renews the lease and
+            # learns of a cancellation within HEARTBEAT_SECONDS.
+            step = min(remaining, HEARTBEAT_SECONDS)
+            self.sleep(step)
+            remaining -= step
+            if remaining > 0:
+                done = round(100 * (seconds - remaining) / seconds)
+                self.job_event(job, f"waited {seconds - remaining:.0f} of {seconds} s", done)
         waited = self.clock() - started
         return "succeeded", f"waited {waited:.0f} s", {"waited_seconds": round(waited, 3)}, None
 

@@ -31,9 +31,11 @@ import traceback
 from providers.sandbox import _kernel, landlock, limits, seccomp
 
 MAX_REFUSALS_REPORTED = 200
+# /bin, /sbin and /lib are symlinks into /usr on merged-/usr systems (the rule then lands on
+# the target) and real directories in BootOS.
 SYSTEM_READ_EXECUTE = (
-    "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64", "/usr/libexec", "/lib64",
-    "/usr/local/lib",
+    "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64", "/usr/libexec", "/usr/local/lib",
+    "/bin", "/sbin", "/lib", "/lib64",
 )  # fmt: skip
 SYSTEM_READ = ("/etc/ld.so.cache", "/etc/localtime", "/usr/share/zoneinfo")
 DEVICES_READ_WRITE = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom", "/dev/random")

@@ -86,12 +86,15 @@ def probe():
     }
 
 
-def run(package_dir, manifest, request, grants=None, settings=None, on_event=None):
+def run(package_dir, manifest, request, grants=None, settings=None, on_event=None, cancel=None):
     """Run the provider unpacked at `package_dir` (its `manifest` already validated).
 
-    `grants` is what the operator allows of the manifest's requests: {"network": [ports]}.
-    `on_event(event)` sees progress and log events as they arrive. Never raises for
-    anything the provider does; returns a RunResult.
+    `grants` is what the operator allows of the manifest's requests:
+    {"network": [ports], "devices": [paths] or {path: ioctl_allowed}}.
+    `on_event(event)` sees progress and log events as they arrive (in this thread).
+    `cancel` is anything with `is_set()` (a threading.Event): once set, the provider's tree
+    is killed and the run fails with reason "cancelled". Never raises for anything the
+    provider does; returns a RunResult.
     """
     settings = settings or SandboxSettings()
     run_id = f"{manifest.name}-{secrets.token_hex(4)}"
@@ -106,7 +109,7 @@ def run(package_dir, manifest, request, grants=None, settings=None, on_event=Non
         spec = _spec(package_dir, manifest, workdir, run_limits, ports, required, settings)
         spec["cgroup_paths"] = group.paths
         spec["devices"] = devices
-        supervisor = _Supervisor(spec, request, run_limits, group, on_event)
+        supervisor = _Supervisor(spec, request, run_limits, group, on_event, cancel)
         result = supervisor.run(settings.result_grace_seconds)
     finally:
         group.kill_all()
@@ -179,8 +182,9 @@ def _spec(package_dir, manifest, workdir, run_limits, ports, required, settings)
 class _Supervisor:
     """One run's parent-side loop over the provider's stdout, stderr and the report pipe."""
 
-    def __init__(self, spec, request, run_limits, group, on_event):
+    def __init__(self, spec, request, run_limits, group, on_event, cancel):
         self.spec = spec
+        self.cancel = cancel
         self.request = json.dumps(request).encode() + b"\n"
         self.limits = run_limits
         self.group = group
@@ -249,7 +253,10 @@ class _Supervisor:
             if remaining <= 0:
                 self._kill("timeout", f"no result within {self.limits.run_seconds:g} s")
                 break
-            for key, _mask in selector.select(min(remaining, 1.0)):
+            if self.cancel is not None and self.cancel.is_set():
+                self._kill("cancelled", "the job was cancelled while the provider ran")
+                break
+            for key, _mask in selector.select(min(remaining, 0.25)):
                 self._handle(selector, key)
             if self.failure:
                 break

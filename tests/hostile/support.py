@@ -70,7 +70,8 @@ class Lab:
             document["capabilities"]["devices"] = [{"path": d, "ioctl": True} for d in devices]
         path.write_text(json.dumps(document))
         for path in target.rglob("*"):
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+            executable = path.is_dir() or path.stat().st_mode & 0o111
+            os.chmod(path, 0o755 if executable else 0o644)
         os.chmod(target, 0o755)
         return target
 

@@ -189,6 +189,15 @@ def test_a_memory_balloon_is_stopped(lab):
     assert result.data.get("mib", 0) <= 64
 
 
+def test_memory_spread_over_processes_hits_the_cgroup(lab):
+    result = lab.run("memory_balloon_forked")
+    assert result.status == "failed", result.to_dict()
+    if result.limits["mechanism"] == "rlimits only":
+        pytest.skip("no memory cgroup here: each process stays under RLIMIT_AS alone")
+    assert result.reason == "memory_limit", result.to_dict()
+    assert "96 MiB" in result.message
+
+
 def test_a_busy_loop_is_killed_at_its_cpu_limit(lab):
     result = lab.run("busy_loop")
     assert (result.status, result.reason) == ("failed", "cpu_limit"), result.to_dict()
@@ -372,6 +381,12 @@ def test_a_well_behaved_provider_works_inside_the_same_sandbox(lab):
     assert result.data["uid"] == result.protections["uid"] != 0
     assert [e["type"] for e in result.events] == ["progress", "result"]
     assert result.refusals == []
+
+
+def test_an_executable_entry_runs_by_its_own_interpreter_line(lab):
+    result = lab.run("shebang_well_behaved")
+    assert result.status == "succeeded", result.to_dict()
+    assert result.message == "ran by its own #! line"
 
 
 def test_shell_providers_are_sandboxed_too(lab):

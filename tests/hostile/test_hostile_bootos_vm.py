@@ -1,0 +1,133 @@
+"""A subset of the hostile providers inside a BootOS VM: what holds on the BootOS kernel.
+
+BootOS runs Debian 12's kernel, not the build machines' one, so Landlock's ABI, cgroups
+and seccomp notifications may differ there. The test boots the built BootOS kernel and
+initramfs under QEMU (TCG, no network device at all) with an extra initramfs layer whose
+/init runs tests/hostile/in_vm.py, reads the one result line from the serial console, and
+checks that every escape failed: either the run was refused for a missing protection, or
+the provider ran and its attempt was stopped. It skips when no BootOS build is present.
+"""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.hostile.in_vm import MARKER
+from tests.hostile.support import PROVIDERS
+
+REPO = Path(__file__).resolve().parent.parent.parent
+BOOTOS = Path(os.environ.get("CLOUDBOOT_BOOTOS_DIR") or REPO / ".build" / "bootos")
+SUBSET = [
+    "read_shadow", "read_database", "symlink_escape", "write_outside", "proc_root",
+    "ptrace_parent", "mount_tmpfs", "unshare_user", "keyctl", "io_uring", "load_module",
+    "clock_settime", "connect_loopback", "raw_socket", "fork_bomb", "garbage",
+    "well_behaved",
+]  # fmt: skip
+INIT = """#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+/usr/bin/python3 /hostile/in_vm.py
+echo CLOUDBOOT-HOSTILE-DONE
+poweroff -f
+"""
+
+
+def newc(entries):
+    """A cpio "newc" archive of (name, mode, data) entries, data None for directories."""
+    out = io.BytesIO()
+    for inode, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], 1):
+        body = data or b""
+        raw_name = name.encode() + b"\0"
+        fields = [inode, mode, 0, 0, 1, 0, len(body), 0, 0, 0, 0, len(raw_name), 0]
+        out.write(b"070701" + b"".join(b"%08X" % f for f in fields) + raw_name)
+        out.write(b"\0" * (-out.tell() % 4) + body + b"\0" * (-(out.tell() + len(body)) % 4))
+    return out.getvalue()
+
+
+def layer():
+    entries, seen = [], set()
+
+    def add_tree(source, target, pattern="*"):
+        for path in sorted(source.rglob(pattern)):
+            if "__pycache__" in path.parts or not path.is_file():
+                continue
+            name = f"{target}/{path.relative_to(source)}"
+            for parent in list(Path(name).parents)[::-1][1:]:
+                if str(parent) not in seen:
+                    seen.add(str(parent))
+                    entries.append((str(parent), 0o040755, None))
+            mode = 0o100755 if path.stat().st_mode & 0o111 else 0o100644
+            entries.append((name, mode, path.read_bytes()))
+
+    entries.append(("init", 0o100755, INIT.encode()))
+    add_tree(REPO / "providers", "hostile/repo/providers", "*.py")
+    for name in SUBSET:
+        add_tree(PROVIDERS / name, f"hostile/providers/{name}")
+    entries.append(
+        ("hostile/in_vm.py", 0o100644, (Path(__file__).parent / "in_vm.py").read_bytes())
+    )
+    return newc(entries)
+
+
+def boot(workdir, timeout=900):
+    initrd = workdir / "initrd-hostile.img"
+    initrd.write_bytes((BOOTOS / "initrd.img").read_bytes() + layer())
+    console = workdir / "console.log"
+    argv = [
+        "qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "1",
+        "-display", "none", "-nodefaults", "-no-user-config", "-nic", "none", "-no-reboot",
+        "-serial", f"file:{console}",
+        "-kernel", str(BOOTOS / "vmlinuz"), "-initrd", str(initrd),
+        "-append", "console=ttyS0 panic=-1 quiet",
+    ]  # fmt: skip
+    started = time.monotonic()
+    subprocess.run(argv, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    text = console.read_text(errors="replace")
+    for line in text.splitlines():
+        if line.startswith(MARKER):
+            return json.loads(line[len(MARKER) :]), time.monotonic() - started
+    raise AssertionError(f"no result line on the console; its end:\n{text[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def vm_report(tmp_path_factory):
+    if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("needs root and qemu-system-x86_64")
+    if not (BOOTOS / "vmlinuz").exists() or not (BOOTOS / "initrd.img").exists():
+        pytest.skip(f"no BootOS build in {BOOTOS} (python3 build.py bootos)")
+    report, seconds = boot(tmp_path_factory.mktemp("bootos-hostile"))
+    report["seconds"] = round(seconds)
+    (REPO / ".build" / "hostile-bootos.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("name", [n for n in SUBSET if n != "well_behaved"])
+def test_escapes_fail_on_the_bootos_kernel(vm_report, name):
+    runs = vm_report["runs"][name]
+    for label, run in runs.items():
+        assert not run["leaked"], (label, run)
+        refused = run["reason"] == "sandbox_setup_failed"
+        stopped = run["status"] == "failed"
+        assert refused or stopped, (label, run)
+    assert runs["strict"]["status"] == "failed"
+
+
+@pytest.mark.vm
+def test_the_well_behaved_provider_runs_where_the_protections_are_there(vm_report):
+    runs = vm_report["runs"]["well_behaved"]
+    if runs["strict"]["reason"] == "sandbox_setup_failed":
+        assert "required protection missing" in runs["strict"]["message"]
+    else:
+        assert runs["strict"]["status"] == "succeeded", runs["strict"]
+    assert runs["allowed"]["status"] == "succeeded", runs["allowed"]
