@@ -160,6 +160,14 @@ def check_labels(body, allow_null):
                 f"label {key!r} must be a string of at most {MAX_LABEL_VALUE} characters"
                 + (" (or null to remove it)" if allow_null else ""),
             )
+        # Control and format characters (NUL, newline, U+202E right-to-left
+        # override) make a label print as something else in a list or an export.
+        if not value.isprintable():
+            raise HttpError(
+                400,
+                "invalid_labels",
+                f"label {key!r} must be printable text, got {value!r:.80}",
+            )
     return body
 
 

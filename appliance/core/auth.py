@@ -85,11 +85,13 @@ def check_role(role):
 def check_user_name(name):
     if not isinstance(name, str) or not 1 <= len(name) <= 64 or not name.isprintable():
         raise AuthError(
-            400, "invalid_user", f"user name must be 1-64 printable characters, got {name!r}"
+            400, "invalid_user", f"user name must be 1-64 printable characters, got {name!r:.80}"
         )
     if name != name.strip() or ":" in name:
         raise AuthError(
-            400, "invalid_user", f"user name must not hold spaces at its ends or ':', got {name!r}"
+            400,
+            "invalid_user",
+            f"user name must not hold spaces at its ends or ':', got {name!r:.80}",
         )
     return name
 
