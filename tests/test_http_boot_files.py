@@ -127,7 +127,7 @@ async def test_ipxe_script_for_a_mac_boots_bootos_and_is_recorded(served, caplog
     params = parse_cmdline(kernel_line.removesuffix(" || goto failed"))
     assert params["mac"] == "52:54:00:ab:cd:01"
     assert params["fp"] == FINGERPRINT
-    assert "console=ttyS0,115200 console=tty0" in kernel_line
+    assert "console=tty0 console=ttyS0,115200" in kernel_line
 
     assert "52:54:00:ab:cd:01" in files.fetch_log
     assert files.fetch_log.get("52-54-00-ab-cd-01")["count"] == 1

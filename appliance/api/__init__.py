@@ -10,10 +10,6 @@ from appliance.proto import bootparams, ipxe
 
 logger = logging.getLogger(__name__)
 
-# Console on the serial port first (what a BMC's serial-over-LAN shows) and on
-# the screen last, so the kernel's /dev/console is the screen a technician sees.
-BOOTOS_CONSOLE = "console=ttyS0,115200 console=tty0"
-
 
 def register_routes(router, app, services_ready):
     from appliance.api import agent, auth, health, jobs, machines, metrics, openapi
@@ -29,6 +25,7 @@ def register_routes(router, app, services_ready):
 
 def script_for_mac(app):
     """Return the async callable the boot plane asks for a machine's iPXE script."""
+    from appliance.boot import artifacts
     from appliance.core import machines
 
     settings = app.settings
@@ -46,7 +43,7 @@ def script_for_mac(app):
         return ipxe.render_bootos_script(
             f"{boot_base}/vmlinuz",
             f"{boot_base}/initrd.img",
-            f"{cmdline} {BOOTOS_CONSOLE}",
+            f"{cmdline} {artifacts.BOOTOS_CONSOLES}",
         )
 
     return render

@@ -102,3 +102,64 @@ class _Handlers:
             {"ok": verdict.ok, "first_bad_id": verdict.first_bad_id},
         )
         return Response.json(verdict.as_dict())
+
+
+def _query(name, schema, description):
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_TIME = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?Z?)?$"}
+_FILTERS = (
+    _query("actor", {"type": "string"}, "Only events by this actor."),
+    _query("action", {"type": "string"}, "Only this action, e.g. machine.approve."),
+    _query("resource_type", {"type": "string"}, "Only this resource type."),
+    _query("resource_id", {"type": "string"}, "Only this resource."),
+    _query("since", _TIME, "From this UTC date or time (inclusive)."),
+    _query("until", _TIME, "Before this UTC date or time."),
+    _query("cursor", {"type": "integer", "minimum": 1}, "next_cursor of the previous page."),
+)
+
+
+def openapi_routes(Route):
+    """Descriptions for appliance/api/openapi.py's extra_routes (Route passed in: no cycle)."""
+    limit = _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size (50).")
+    export_limit = _query(
+        "limit", {"type": "integer", "minimum": 1, "maximum": EXPORT_MAX}, "Most events (10000)."
+    )
+    export_format = _query("format", {"enum": ["jsonl", "csv"]}, "jsonl (default) or csv.")
+    return [
+        Route(
+            "GET",
+            "/api/v1/audit/events",
+            "Audit events, newest first (the read is audited)",
+            "admin",
+            "audit",
+            {200: None},
+            (400,),
+            (*_FILTERS, limit),
+        ),
+        Route(
+            "GET",
+            "/api/v1/audit/export",
+            "Audit events as JSON lines or CSV, oldest first",
+            "admin",
+            "audit",
+            {200: "text"},
+            (400,),
+            (*_FILTERS, export_limit, export_format),
+        ),
+        Route(
+            "GET",
+            "/api/v1/audit/verify",
+            "Check the audit hash chain and signed heads",
+            "admin",
+            "audit",
+            {200: None},
+        ),
+    ]

@@ -201,7 +201,8 @@ def _write_atomically(path, blob):
         os.replace(partial, path)
         fsync_dir(path.parent)
     except OSError as e:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
         raise BackupError(f"could not write the backup {path}: {e.strerror or e}") from None
     return path
 

@@ -26,7 +26,7 @@ _MAC_PATH = re.compile(r"[0-9A-Fa-f]{2}([-:])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}
 # sending them is probing for traversal (they would be decoded before our checks).
 _ENCODED_TRICKS = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 _SCRIPT_TYPE = "text/plain; charset=utf-8"
-BOOTOS_CONSOLES = "console=ttyS0,115200 console=tty0"
+BOOTOS_CONSOLES = "console=tty0 console=ttyS0,115200"
 
 
 class ScriptFetchLog:

@@ -58,8 +58,20 @@ def run_command(argv, timeout=None):
     return done.returncode, done.stdout.decode("utf-8", "replace")
 
 
+# The kernel command line names the screen first and the serial port last, so
+# /dev/console (our stdout) is the serial port a BMC's serial-over-LAN shows.
+# The same line also goes to the screen a technician at the crash cart sees.
+SCREEN = Path("/dev/tty0")
+
+
 def console_line(text):
-    print(f"cloudboot-agent: {text}", file=sys.stdout, flush=True)
+    line = f"cloudboot-agent: {text}"
+    print(line, file=sys.stdout, flush=True)
+    try:
+        with SCREEN.open("w") as screen:
+            screen.write(line + "\n")
+    except OSError:
+        pass
 
 
 class Backoff:
