@@ -11,21 +11,21 @@ from appliance.core import machines
 from appliance.http import HttpError
 from appliance.proto.inventory import normalize_mac
 
-MACHINE_STATES = (
-    "discovered",
-    "inventoried",
-    "ready",
-    "configuring",
-    "installing",
-    "deployed",
-    "failed",
-    "retired",
-)
+# The lifecycle states are defined once, by the machines service.
+MACHINE_STATES = machines.STATES
 EVENT_TYPES = ("machine.state", "job.state")
 
 # Label keys look like Kubernetes label keys; a bank's CMDB exports fit in them.
 LABEL_KEY_PATTERN = "^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
 _LABEL_KEY = re.compile(LABEL_KEY_PATTERN)
+# Label values: no C0/C1 controls (NUL, newline, ...) and none of the invisible
+# or direction-changing format characters (zero-width, bidi embeddings and
+# overrides such as U+202E, isolates, line/paragraph separators, BOM) that make
+# a label print as something else in a list or an export.
+LABEL_VALUE_PATTERN = (
+    "^[^\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2069\\ufeff]*$"
+)
+_LABEL_VALUE = re.compile(LABEL_VALUE_PATTERN)
 MAX_LABEL_VALUE = 256
 MAX_LABELS = 64
 
@@ -160,9 +160,7 @@ def check_labels(body, allow_null):
                 f"label {key!r} must be a string of at most {MAX_LABEL_VALUE} characters"
                 + (" (or null to remove it)" if allow_null else ""),
             )
-        # Control and format characters (NUL, newline, U+202E right-to-left
-        # override) make a label print as something else in a list or an export.
-        if not value.isprintable():
+        if not _LABEL_VALUE.fullmatch(value):
             raise HttpError(
                 400,
                 "invalid_labels",

@@ -5,19 +5,11 @@ name; the schemathesis test checks real answers against them, so a schema
 here must say what the code really sends, not what it should send one day.
 """
 
-from appliance.api._machine_reads import LABEL_KEY_PATTERN
+from appliance.api._machine_reads import LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN
+from appliance.core import machines
 from appliance.core._jobsql import KINDS, STATES
 
-MACHINE_STATES = [
-    "discovered",
-    "inventoried",
-    "ready",
-    "configuring",
-    "installing",
-    "deployed",
-    "failed",
-    "retired",
-]
+MACHINE_STATES = list(machines.STATES)
 
 
 def _nullable(kind):
@@ -166,13 +158,21 @@ SCHEMAS = {
         "type": "object",
         "maxProperties": 64,
         "propertyNames": {"pattern": LABEL_KEY_PATTERN},
-        "additionalProperties": {"type": "string", "maxLength": 256},
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": 256,
+            "pattern": LABEL_VALUE_PATTERN,
+        },
     },
     "LabelsPatch": {
         "type": "object",
         "maxProperties": 64,
         "propertyNames": {"pattern": LABEL_KEY_PATTERN},
-        "additionalProperties": {"type": ["string", "null"], "maxLength": 256},
+        "additionalProperties": {
+            "type": ["string", "null"],
+            "maxLength": 256,
+            "pattern": LABEL_VALUE_PATTERN,
+        },
         "description": "JSON merge patch: a string sets a label, null removes it.",
     },
     "InventorySnapshot": _object(
