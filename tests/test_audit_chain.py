@@ -225,3 +225,21 @@ def open_trigger_sql():
     sql = next(m.sql for m in migrations.load() if m.name == "audit_chain")
     start = sql.index("CREATE TRIGGER audit_events_no_update")
     return sql[start : sql.index("END;", start) + 4]
+
+
+async def test_the_head_is_signed_at_intervals_and_only_when_it_moved(tmp_path):
+    store = await open_store(tmp_path)
+    await add_events(store, 3)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(audit_chain.sign_heads_forever, store, tmp_path, 0.05)
+        await trio.sleep(0.3)
+        await add_events(store, 2)
+        await trio.sleep(0.3)
+        nursery.cancel_scope.cancel()
+    heads = await store.read(
+        lambda conn: conn.execute("SELECT event_id FROM audit_heads ORDER BY id").fetchall()
+    )
+    await store.close()
+    # One head per position the chain reached, not one per interval.
+    assert [h[0] for h in heads] == [3, 5]
+    assert (await _verify(tmp_path)).ok

@@ -130,3 +130,17 @@ async def test_udp_forwarding_is_best_effort_but_works(tmp_path):
     finally:
         rsyslog.kill()
     await store.close()
+
+
+async def test_forwarding_settings(tmp_path):
+    from appliance.config import Settings
+
+    settings = Settings()
+    assert audit_forward.forwarder_from_settings(None, settings) is None
+    settings.audit.forward_target = "tls://127.0.0.1:6514"
+    settings.audit.forward_ca_file = str(tmp_path / "missing.pem")
+    with pytest.raises(audit_forward.ForwardError, match="forward_ca_file cannot be used"):
+        audit_forward.forwarder_from_settings(None, settings)
+    settings.audit.forward_target = "udp://127.0.0.1:5514"
+    forwarder = audit_forward.forwarder_from_settings(None, settings)
+    assert forwarder.target.transport == "udp" and forwarder.hostname == "cloudboot"

@@ -106,3 +106,26 @@ async def test_events_not_yet_forwarded_are_kept(tmp_path, monkeypatch):
     summary = await audit_retention.archive_and_prune(store, settings)
     assert (summary["first_id"], summary["last_id"]) == (1, 4)
     await store.close()
+
+
+async def test_an_archive_verifies_against_its_signed_checkpoint(tmp_path, monkeypatch):
+    import trio
+
+    from appliance.core import audit_cli
+
+    store = await open_store(tmp_path)
+    await _seed_old_then_new(store, monkeypatch, old=5, new=1)
+    summary = await audit_retention.archive_and_prune(store, _settings(tmp_path))
+    await store.close()
+
+    def verify():
+        return audit_cli.audit_verify_archive(tmp_path, _settings(tmp_path), summary["archive"])
+
+    assert await trio.to_thread.run_sync(verify) == 5
+
+    # An archive whose events were changed (and re-sealed with the same key) fails.
+    events = audit_retention.read_archive(tmp_path, summary["archive"])
+    events[2]["actor"] = "mallory"
+    monkeypatch.setattr(audit_retention, "read_archive", lambda *_: events)
+    with pytest.raises(audit_cli.AuditCliError, match="event 3 was edited"):
+        await trio.to_thread.run_sync(verify)

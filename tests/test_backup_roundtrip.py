@@ -285,3 +285,18 @@ async def test_the_scheduled_backup_runs_in_a_child_and_is_audited(tmp_path):
     await store.close()
     assert [e["result"] for e in events] == ["failed", "ok"]
     assert events[1]["resource_id"] == info.name
+
+
+async def test_the_schedule_makes_backups_while_serve_runs(tmp_path):
+    from appliance.backup import service
+
+    settings = _settings(tmp_path, interval_hours=0.5 / 3600, keep=2)
+    store = await _store_with(tmp_path, "k-1")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.run_backups_forever, store, settings)
+        with trio.fail_after(60):
+            while len(backups.list_backups(tmp_path, settings.backup)) < 2:
+                await trio.sleep(0.2)
+        nursery.cancel_scope.cancel()
+    await store.close()
+    assert all(b.problem is None for b in backups.list_backups(tmp_path, settings.backup))

@@ -85,3 +85,41 @@ async def test_the_same_machine_rebooting_is_still_recognised(store):
     again = await approved_victim(store)
     assert again["machine_id"] == victim["machine_id"]
     assert again["approved"] is True
+
+
+def test_two_candidates_with_the_same_best_score_are_a_new_machine():
+    mine = [Signal("mac", VICTIM_MAC)]
+    decision = identity.decide(mine, {"m-a": mine, "m-b": mine})
+    assert decision.machine_id is None
+    assert sorted(decision.shared) == ["m-a", "m-b"]
+
+
+async def test_an_inventory_job_cannot_plant_another_machines_identity(store):
+    victim = await approved_victim(store)
+    attacker_mac = "52:54:00:aa:00:09"
+    attacker_document = inventory(
+        uuid="4c4c4544-0042-3510-8052-a00000000009", system_serial="ATT-9", nics=[attacker_mac]
+    )
+    attacker = await register(store, attacker_document, attacker_mac)
+    await machines.approve(store, attacker["machine_id"], "operator-user")
+    job, _ = await jobs.create_job(
+        store, "operator-user", {"machine_id": attacker["machine_id"], "kind": "inventory"}
+    )
+    await engine.next_job_for_machine(store, attacker["machine_id"], 0)
+
+    # The attacker's agent answers the inventory job with the victim's identity.
+    stolen = inventory(uuid=VICTIM_UUID, system_serial="VICTIM-SN-1", nics=[VICTIM_MAC])
+    await engine.report_job_result(
+        store, attacker["machine_id"], job["id"], "succeeded", "", {"inventory": stolen}
+    )
+
+    ended = await jobs.get_job(store, job["id"])
+    assert ended["state"] == "failed"
+    assert "rejected the inventory" in ended["message"]
+    # The victim, registering honestly again, is still itself.
+    again = await register(
+        store,
+        inventory(uuid=VICTIM_UUID, system_serial="VICTIM-SN-1", nics=[VICTIM_MAC]),
+        VICTIM_MAC,
+    )
+    assert again["machine_id"] == victim["machine_id"]

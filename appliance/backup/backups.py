@@ -127,9 +127,7 @@ def create(data_dir, settings):
             prune(directory, settings.keep)
 
     log.info("backup %s written (%d bytes, database %d bytes)", name, len(blob), len(database))
-    return BackupInfo(
-        written[0], len(blob), appliance_id(data_dir), created_at, schema, None, None
-    )
+    return _info(written[0], blob)
 
 
 def _backup_name():
@@ -304,6 +302,8 @@ def verify(data_dir, path):
         try:
             _write_plain(scratch, database)
             integrity_check(scratch)
+        except OSError as e:
+            raise BackupError(f"cannot check the backup: writing {scratch} failed: {e}") from None
         finally:
             scratch.unlink(missing_ok=True)
     return _info(Path(path))
@@ -346,14 +346,19 @@ def restore(data_dir, path, allow_foreign=False):
     with _work_lock(data_dir):
         refuse_if_in_use(live)
         restoring = live.with_name(live.name + ".restoring")
-        _write_plain(restoring, database)
         try:
+            _write_plain(restoring, database)
             integrity_check(restoring)
-        except BackupError:
-            restoring.unlink(missing_ok=True)
-            raise
-        header["replaced_head"] = _audit_head(live)
-        aside = _set_aside(live, data_dir)
+            header["replaced_head"] = _audit_head(live)
+            aside = _set_aside(live, data_dir)
+        except (BackupError, OSError) as e:
+            with contextlib.suppress(OSError):
+                restoring.unlink(missing_ok=True)
+            if isinstance(e, BackupError):
+                raise
+            raise BackupError(
+                f"restore stopped before replacing anything (the live database is as it was): {e}"
+            ) from None
         _swap_in(restoring, live)
 
     log.info("restored %s into %s (previous database kept in %s)", path, live, aside)

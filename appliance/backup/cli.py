@@ -96,19 +96,28 @@ async def _record_restore(data_dir, settings, name, details):
     # Opening the store also applies any migration newer than the backup's schema.
     store = await _open_store(data_dir, settings)
     try:
-        await store.write(
-            lambda conn: audit.record(
-                conn,
-                actor=operator(),
-                action="backup.restore",
-                resource_type="backup",
-                resource_id=name,
-                source="cli",
-                details=details,
-            )
-        )
+        await _write_restore_event(store, name, details)
+    except StoreError as e:
+        raise BackupError(
+            f"the backup was restored, but its audit event could not be written: {e}"
+        ) from None
     finally:
         await store.close()
+
+
+async def _write_restore_event(store, name, details):
+    def record(conn):
+        audit.record(
+            conn,
+            actor=operator(),
+            action="backup.restore",
+            resource_type="backup",
+            resource_id=name,
+            source="cli",
+            details=details,
+        )
+
+    await store.write(record)
 
 
 async def _open_store(data_dir, settings):

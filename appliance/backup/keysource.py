@@ -1,13 +1,18 @@
-"""Where backup and audit-archive data keys are wrapped: the one switch to the keys work.
+"""Where backup and audit-archive data keys are wrapped: the switch to the keys work.
 
 A backup is encrypted under a fresh random data key; the data key travels in
 the backup wrapped by a key the appliance keeps (see appliance/backup/envelope.py).
-`key_source(data_dir)` picks that key. Until the appliance's master key
-(keys/master.py) is wired in, it is the DEVELOPMENT key source below: a
-random key in <data_dir>/keys/dev-backup.key (0400), made on first use. It
-lives beside the database it protects, so it protects a copied backup file,
-not a stolen data directory; every use logs a warning saying so. Switching to
-the master key is a change to key_source() alone.
+`key_source(data_dir)` picks that key:
+
+- the appliance's master key (keys/master.py, any of its sources) once
+  `keys init` has written <data_dir>/keys/master.json;
+- until then the DEVELOPMENT key source: a random key in
+  <data_dir>/keys/dev-backup.key (0400), made on first use. It lives beside
+  the database it protects, so it protects a copied backup file, not a stolen
+  data directory; every process that uses it logs a warning saying so.
+
+Unwrapping follows the source named in the backup, so backups made with the
+development key still restore after the master key is configured.
 
 This module must never log, print or write a key other than into its own file.
 """
@@ -24,6 +29,7 @@ import nacl.exceptions
 log = logging.getLogger(__name__)
 
 DEV_KEY_FILE = "dev-backup.key"
+MASTER_CONFIG = "master.json"
 KEY_BYTES = 32
 NONCE_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 
@@ -37,7 +43,71 @@ class KeySourceError(Exception):
 
 def key_source(data_dir):
     """The key source backups and audit archives use on this appliance."""
-    return DevKeySource(data_dir)
+    return _Chooser(data_dir)
+
+
+class _Chooser:
+    """Wraps with the master key when configured, else the development key; unwraps
+    with whichever source the wrapped record names."""
+
+    def __init__(self, data_dir):
+        self.data_dir = Path(data_dir)
+
+    def _preferred(self):
+        if (self.data_dir / "keys" / MASTER_CONFIG).exists():
+            return MasterKeyWrap(self.data_dir)
+        return DevKeySource(self.data_dir)
+
+    @property
+    def key_id(self):
+        return self._preferred().key_id
+
+    def wrap(self, data_key):
+        return self._preferred().wrap(data_key)
+
+    def unwrap(self, wrapped):
+        source = wrapped.get("source") if isinstance(wrapped, dict) else None
+        if source == MasterKeyWrap.name:
+            return MasterKeyWrap(self.data_dir).unwrap(wrapped)
+        return DevKeySource(self.data_dir).unwrap(wrapped)
+
+
+class MasterKeyWrap:
+    """The appliance's master key (keys.master.load_master), every use audited by keys/."""
+
+    name = "master-key"
+
+    def __init__(self, data_dir):
+        from keys import KeysError
+        from keys.master import load_master
+
+        self._keys_error = KeysError
+        try:
+            self.master = load_master(data_dir)
+        except KeysError as e:
+            raise KeySourceError(f"the master key is not usable: {e}") from None
+
+    @property
+    def key_id(self):
+        return self.master.key_id
+
+    def wrap(self, data_key):
+        try:
+            wrapped = self.master.wrap(bytearray(data_key), purpose="backup", actor="appliance")
+        except self._keys_error as e:
+            raise KeySourceError(f"the master key could not wrap the backup key: {e}") from None
+        return {"source": self.name, "key_id": wrapped.key_id, "wrapped": wrapped.to_dict()}
+
+    def unwrap(self, wrapped):
+        from keys.master import WrappedKey
+
+        try:
+            record = WrappedKey.from_dict(wrapped["wrapped"])
+            return bytes(self.master.unwrap(record, purpose="backup", actor="appliance"))
+        except (KeyError, TypeError) as e:
+            raise KeySourceError(f"wrapped data key record is damaged: {e!r}") from None
+        except self._keys_error as e:
+            raise KeySourceError(str(e)) from None
 
 
 class DevKeySource:

@@ -13,6 +13,7 @@ the same head on its own.
 This module must never delete an event that is not in a complete archive.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 import trio
 
 from appliance.backup import envelope
+from appliance.backup.backups import fsync_dir
 from appliance.backup.keysource import KeySourceError, key_source
 from appliance.core import audit, audit_chain, audit_forward
 from appliance.store import APPLIANCE_ID_FILE, now
@@ -110,18 +112,19 @@ def _write_archive(data_dir, path, rows):
     except (OSError, KeySourceError) as e:
         raise RetentionError(f"cannot seal the audit archive: {e}") from None
 
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
-        f.write(sealed)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
-    directory = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(partial, "wb") as f:
+            f.write(sealed)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise RetentionError(f"cannot write the audit archive {path}: {e}") from None
 
 
 def _prune(conn, last_id, last_hash, cutoff, key, archive, actor, days):
@@ -153,6 +156,29 @@ def read_archive(data_dir, path):
     except (OSError, envelope.EnvelopeError) as e:
         raise RetentionError(f"cannot open audit archive {path}: {e}") from None
     return [json.loads(line) for line in payload.decode().splitlines()]
+
+
+def check_archive_chain(events):
+    """None when the archived events link up and each matches its hash, else what is wrong."""
+    for before, event in zip([None, *events], events, strict=False):
+        columns = [event[name] for name in audit.COLUMNS]
+        columns[-1] = json.dumps(event["details"], sort_keys=True, default=str)
+        if before is not None and event["id"] != before["id"] + 1:
+            return f"event {before['id'] + 1} is missing from the archive"
+        if before is not None and event["prev_hash"] != before["hash"]:
+            return f"event {event['id']} does not link to the event before it"
+        if audit.link_hash(event["prev_hash"], columns) != event["hash"]:
+            return f"event {event['id']} was edited: its content does not match its hash"
+    return None
+
+
+def archive_checkpoint(conn, name):
+    """Read function: the signed 'prune' head that names this archive, as (event_id, hash)."""
+    rows = conn.execute(
+        "SELECT event_id, event_hash FROM audit_heads WHERE kind = 'prune' AND archive = ?",
+        (name,),
+    ).fetchall()
+    return tuple(rows[0]) if rows else None
 
 
 async def retention_forever(store, settings, interval_seconds=86400):

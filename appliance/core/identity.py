@@ -161,10 +161,13 @@ def decide(new_signals, candidates):
     """Pick the known machine this registration is, or None for a new one.
 
     candidates: {machine_id: [Signal, ...]} for every live machine sharing at
-    least one signal. Ties go to the first id in sorted order, so the outcome
-    does not depend on dict order; the others stay visible in `shared`.
+    least one signal. Two candidates with the same best score are a tie, and a
+    tie is a new machine with both shown as conflicts: picking one by id order
+    would hand one machine's token and jobs to another on a coin flip (an
+    agent can plant a victim's identifiers in its own history through an
+    inventory job). The others stay visible in `shared`.
     """
-    best, best_points = None, 0
+    best, best_points, tied = None, 0, False
     shared = {}
 
     for machine_id in sorted(candidates):
@@ -172,9 +175,13 @@ def decide(new_signals, candidates):
         points, contradicted = score(new_signals, known)
         shared[machine_id] = sorted(set(new_signals) & set(known))
         enough = points >= required_score(new_signals, known) and not contradicted
+        if enough and points == best_points:
+            tied = True
         if enough and points > best_points:
-            best, best_points = machine_id, points
+            best, best_points, tied = machine_id, points, False
 
+    if tied:
+        return Decision(None, best_points, shared)
     shared.pop(best, None)
     return Decision(best, best_points, shared)
 

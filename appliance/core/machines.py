@@ -251,9 +251,28 @@ def store_inventory(conn, machine_id, document):
         raise MachineError(404, "machine_not_found", f"no machine with id {machine_id!r}")
 
     signals = identity.signals(document)
+    _check_same_hardware(conn, machine_id, signals)
     _record_inventory(conn, machine_id, document, signals)
     _advance_early_state(conn, machine_id)
     return conn.last_insert_rowid()
+
+
+def _check_same_hardware(conn, machine_id, signals):
+    # The agent runs on the machine it registered as, so its SMBIOS UUID and
+    # system serial cannot change without a reboot and a new registration. An
+    # inventory that reports other ones would plant another machine's identity
+    # in this one's history, where the next registration of that machine could
+    # find it; it is refused instead.
+    known = _signals_of(conn, machine_id)
+    for kind in identity.STRONG_KINDS:
+        reported = {s.value for s in signals if s.kind == kind}
+        recorded = {s.value for s in known if s.kind == kind}
+        if reported and recorded and not reported & recorded:
+            raise inventory_schema.InventoryError(
+                kind,
+                f"reports {sorted(reported)} but machine {machine_id} is known by"
+                f" {sorted(recorded)}; the same hardware must register again",
+            )
 
 
 # -- enrolment ------------------------------------------------------------------

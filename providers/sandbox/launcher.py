@@ -59,7 +59,7 @@ def launch(spec, report):
     namespaces = _enter_namespaces(spec)
     missing = _missing(spec, {"namespaces": all(namespaces.values())})
     if missing:
-        _emit(report, "setup_failed", message=f"required protection missing: {missing}")
+        _emit(report, "setup_failed", message=f"required protection missing: {', '.join(missing)}")
         return 125
 
     parent_end, child_end = socket.socketpair()
@@ -198,13 +198,22 @@ def _landlock(spec):
     # into it and run it.
     paths[spec["workdir"]] = landlock.READ | landlock.WRITE
     ports = dict.fromkeys(spec["tcp_ports"], landlock.NET_CONNECT_TCP)
-    return landlock.restrict(paths, ports, abi)
+    try:
+        return landlock.restrict(paths, ports, abi)
+    except _kernel.KernelError as exc:
+        # Reported, not raised: whether the run may go on is the required list's decision.
+        return {"landlock_abi": abi, "landlock_fs": False, "landlock_net": False,
+                "landlock_error": str(exc)}  # fmt: skip
 
 
 def _seccomp(spec):
     if not _kernel.seccomp_available():
         return {"seccomp": False, "seccomp_notify": False, "_listener": None}
-    listener = seccomp.install(network=spec["network"], notify=True)
+    try:
+        listener = seccomp.install(network=spec["network"], notify=True)
+    except _kernel.KernelError as exc:
+        return {"seccomp": False, "seccomp_notify": False, "_listener": None,
+                "seccomp_error": str(exc)}  # fmt: skip
     return {"seccomp": True, "seccomp_notify": listener is not None, "_listener": listener}
 
 
