@@ -79,6 +79,9 @@ class HttpSettings:
     keepalive_timeout_seconds: float = 30.0
     keepalive_max_requests: int = 1000
     max_body_bytes: int = 8 * 1024 * 1024
+    # Open connections per listener; more are closed at once. The process may
+    # hold 20,000 files, and the HTTP and HTTPS listeners share them.
+    max_connections: int = 8000
     # Operator-supplied certificate and key (PEM); a self-signed pair is made
     # under the data directory on first start when these are empty.
     tls_certificate: str = ""

@@ -1,10 +1,10 @@
-"""Adversarial DNS: a query name longer than 255 octets (open report, appliance/boot/dns.py).
+"""Adversarial DNS: a query name longer than 255 octets (appliance/boot/dns.py).
 
 dnslib parses a question whose labels add up to more than RFC 1035's 255
 octets, then fails to pack the reply with DNSLabelError, which is not a
-DNSError. The server logs a full traceback at error level for every such
+DNSError. The server logged a full traceback at error level for every such
 datagram (about 2 KB of log per 650-byte packet from any sender) instead of
-counting it as malformed. Strict-xfail until the owner catches it.
+counting it as malformed.
 """
 
 import functools
@@ -12,7 +12,6 @@ import logging
 import socket
 import struct
 
-import pytest
 import trio
 
 from appliance.boot import dns
@@ -25,7 +24,6 @@ def over_long_query():
     return header + name + b"\x00\x01\x00\x01"
 
 
-@pytest.mark.xfail(strict=True, reason="open: DNSLabelError escapes as an error traceback")
 async def test_an_over_long_name_is_counted_malformed_without_an_error_log(nursery, caplog):
     settings = Settings()
     settings.dns.enabled = True

@@ -15,6 +15,7 @@ import socket
 
 import trio
 from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSError, DNSRecord
+from dnslib.label import DNSLabelError
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,9 @@ async def _answer(sock, packet, peer, zone, stats):
     stats.queries += 1
     try:
         reply = await build_reply(packet, zone)
-    except (DNSError, ValueError, IndexError, UnicodeError) as e:
+    # DNSLabelError (a name over RFC 1035's 255 octets, found only when the
+    # reply is packed) is not a DNSError, but it is the sender's malformed name.
+    except (DNSError, DNSLabelError, ValueError, IndexError, UnicodeError) as e:
         stats.malformed += 1
         logger.debug("dropped malformed DNS packet from %s: %s", peer[0], e)
         return

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 _RECEIVE_SIZE = 65536
 
+# Slowest request body accepted, in bytes per second, on top of the header
+# timeout: 8 MiB (the default body limit) may take 80 s more, a trickle nothing.
+MIN_BODY_RATE = 100_000
+
 _SANE_TRACE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 _JSON = (b"content-type", b"application/json")
@@ -43,6 +47,7 @@ class HttpStats:
         self.client_errors = 0
         self.peer_gone = 0
         self.timeouts = 0
+        self.refused = 0
 
 
 class _Timeout(Exception):
@@ -108,10 +113,21 @@ class _Server:
         self.settings = settings
         self.ssl_context = ssl_context
         self.stats = stats
+        self.open_connections = 0
 
     async def handle_stream(self, stream):
         self.stats.connections += 1
         client = _peer(stream)
+        if self.open_connections >= self.settings.max_connections:
+            # Past the cap a new connection is closed at once: the appliance keeps
+            # its memory and file descriptors (20,000 per process here) for the
+            # connections it already serves.
+            self.stats.refused += 1
+            logger.warning("refused a connection from %s: %d open", client, self.open_connections)
+            await trio.aclose_forcefully(stream)
+            return
+
+        self.open_connections += 1
         try:
             if self.ssl_context is not None:
                 stream = await self._start_tls(stream)
@@ -127,6 +143,7 @@ class _Server:
         except Exception:
             logger.exception("connection from %s failed", client)
         finally:
+            self.open_connections -= 1
             await trio.aclose_forcefully(stream)
 
     async def _start_tls(self, stream):
@@ -265,7 +282,8 @@ class _Connection:
 
         chunks = []
         received = 0
-        deadline = trio.current_time() + self.settings.header_timeout_seconds
+        started = trio.current_time()
+        deadline = started + self.settings.header_timeout_seconds
         while True:
             try:
                 event = self.h11.next_event()
@@ -273,7 +291,15 @@ class _Connection:
                 raise HttpError(400, "bad_request", f"malformed request body: {e}") from None
             if event is h11.NEED_DATA:
                 data = await self._receive_body_data(deadline)
-                deadline = trio.current_time() + self.settings.header_timeout_seconds
+                # One deadline for the whole body, extended only by what has
+                # arrived at MIN_BODY_RATE: a body that trickles in a byte at a
+                # time cannot hold its buffered part (up to max_body_bytes) for ever.
+                received_so_far = received + len(data)
+                deadline = (
+                    started
+                    + self.settings.header_timeout_seconds
+                    + received_so_far / MIN_BODY_RATE
+                )
                 self.h11.receive_data(data)
                 continue
             if type(event) is h11.Data:
