@@ -16,8 +16,7 @@ LSHW = ("asrockrack-e3c246d4i-nl", "dell-poweredge-r6515", "supermicro-x11dph-t.
 def _assert_already_clean(document):
     # "warnings" is the agent's addition to the schema (docs/architecture.md);
     # the validator keeps only the fields it names.
-    expected = {key: value for key, value in document.items() if key != "warnings"}
-    assert inventory.validate(document) == expected
+    assert inventory.validate(document) == document
 
 
 def test_live_document_is_valid():
@@ -43,3 +42,11 @@ def test_hand_built_trees_are_valid(tmp_path):
     }
     _assert_already_clean(build_document(raw))
     _assert_already_clean(build_document({}))
+
+
+def test_validate_keeps_the_agents_warnings():
+    from appliance.proto import inventory as schema
+
+    doc = {"schema": schema.SCHEMA, "warnings": ["DMI table truncated at byte 812"]}
+    assert schema.validate(doc)["warnings"] == ["DMI table truncated at byte 812"]
+    assert schema.validate({"schema": schema.SCHEMA})["warnings"] == []

@@ -228,6 +228,9 @@ _DOCUMENT = {
     "pci": _list_of(_record(_PCI)),
     "raid_controllers": _list_of(_record(_RAID)),
     "bmc": _optional(_record(_BMC)),
+    # What the agent could not read (a truncated SMBIOS table, a tool that
+    # failed): kept with the document so a technician sees why a field is null.
+    "warnings": _list_of(_text),
 }
 
 
