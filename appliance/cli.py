@@ -9,7 +9,7 @@ a bug, never a message.
 import argparse
 import sys
 
-from appliance import cli_keys, config
+from appliance import cli_keys, cli_records, config
 
 
 class CliError(Exception):
@@ -46,6 +46,7 @@ def build_parser():
     issue.add_argument("--user", default="admin", help="user the token belongs to")
 
     cli_keys.add_parsers(commands)
+    cli_records.add_parsers(commands)
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -91,6 +92,16 @@ def cmd_token_issue(args):
     return 0
 
 
+def cmd_records(args):
+    settings = load_settings(args)
+    run = cli_records.run_audit if args.command == "audit" else cli_records.run_backup
+    try:
+        run(args, settings)
+    except cli_records.operator_errors() as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
 def cmd_version(args):
     from importlib.metadata import PackageNotFoundError, version
 
@@ -110,6 +121,8 @@ def main(argv=None):
         "version": cmd_version,
         "keys": cli_keys.run,
         "vendor": cli_keys.run,
+        "audit": cmd_records,
+        "backup": cmd_records,
     }
 
     try:

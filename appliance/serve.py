@@ -74,9 +74,19 @@ async def start_service(nursery, service, port, proto, fn, *args, **kwargs):
 
 def main(settings):
     """Run until interrupted. Raises StartupError when a start-up check fails."""
+    from appliance.core import audit_retention
+    from keys import hygiene
+
     # Checked before anything starts, so a wrong flag costs no half-started services.
     interface_address(settings.server.interface)
     prepare_data_dir(settings.server.data_dir)
+    try:
+        audit_retention.check_retention(settings.audit.retention_days)
+    except audit_retention.RetentionError as e:
+        raise StartupError(str(e)) from None
+
+    # No core dumps: a dump of this process could hold unwrapped data keys.
+    hygiene.harden_process()
 
     try:
         trio.run(run, settings)
@@ -229,6 +239,23 @@ async def _start_all(
         services["dns"] = True
     await nursery.start(engine.run, app)
     services["jobs"] = True
+    _start_records(nursery, app, settings)
+
+
+def _start_records(nursery, app, settings):
+    """Audit chain signing, retention, syslog forwarding and scheduled backups."""
+    from appliance.backup import service as backups
+    from appliance.core import audit_chain, audit_forward, audit_retention
+
+    data_dir = settings.server.data_dir
+    nursery.start_soon(
+        audit_chain.sign_heads_forever, app.store, data_dir, settings.audit.sign_interval_seconds
+    )
+    nursery.start_soon(audit_retention.retention_forever, app.store, settings)
+    nursery.start_soon(backups.run_backups_forever, app.store, settings)
+    forwarder = audit_forward.forwarder_from_settings(app.store, settings)
+    if forwarder is not None:
+        nursery.start_soon(forwarder.run)
 
 
 async def _stop_on_signal(cancel_scope):

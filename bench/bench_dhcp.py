@@ -18,7 +18,7 @@ Two client modes, each bounded in packets and seconds:
   the time a packet was scheduled to the kernel's receive timestamp of its
   OFFER (SO_TIMESTAMPNS), so neither a late sender nor a late reader hides
   server delay. The sender's own lateness is reported beside it.
-- closed loop: a fixed number of DISCOVERs in flight (default 32), a new one
+- closed loop: a fixed number of DISCOVERs in flight (default 64), a new one
   sent for every OFFER; the rate it settles at is the server's maximum here.
 
     .venv/bin/python bench/bench_dhcp.py                    # 3 rounds, both servers
@@ -70,6 +70,9 @@ def main():
     if args.serve_cloudboot:
         serve_cloudboot(*args.serve_cloudboot, profile=args.profile)
         return
+    if args.serve_floor:
+        serve_floor(args.serve_floor)
+        return
     if args.client:
         print(json.dumps(run_client(args)))
         return
@@ -82,7 +85,7 @@ def parse_args():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=int, default=1000, help="open-loop DISCOVERs per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
-    parser.add_argument("--window", type=int, default=32, help="closed-loop DISCOVERs in flight")
+    parser.add_argument("--window", type=int, default=64, help="closed-loop DISCOVERs in flight")
     parser.add_argument(
         "--quiet",
         action="store_true",
@@ -90,6 +93,7 @@ def parse_args():
     )
     parser.add_argument("--profile", help="cProfile the CloudBoot server into this file")
     parser.add_argument("--serve-cloudboot", nargs=4, help="internal: ADDRESS IF LEVEL LOGFILE")
+    parser.add_argument("--serve-floor", metavar="IF", help="internal")
     parser.add_argument("--client", choices=["open", "closed"], help="internal")
     parser.add_argument("--interface", help="internal")
     parser.add_argument("--seed", type=int, default=0, help="internal")
@@ -161,9 +165,9 @@ def print_header(args):
     print(f"{args.seconds:g} s each, server log {'quiet' if args.quiet else 'default'}")
     print(
         "| run | round | sent | offers | lost | offers/s | p50 ms | p99 ms | max ms "
-        "| send lag p99 ms | server CPU µs/offer | load 1 min |"
+        "| p99 from send ms | send lag p99 ms | client CPU % | server CPU µs/offer | load 1 min |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * 15 + "|")
 
 
 def row(label, result, round_number, cpu):
@@ -172,7 +176,8 @@ def row(label, result, round_number, cpu):
         f"| {label} | {round_number or '-'} | {result['sent']} | {result['offers']} "
         f"| {result['sent'] - result['offers']} | {result['rate']:.0f} "
         f"| {fmt_ms(result['p50'])} | {fmt_ms(result['p99'])} | {fmt_ms(result['max'])} "
-        f"| {fmt_ms(result['send_lag_p99'])} | {per_offer} | {os.getloadavg()[0]:.2f} |"
+        f"| {fmt_ms(result.get('p99_from_send'))} | {fmt_ms(result['send_lag_p99'])} "
+        f"| {result['client_cpu'] * 100:.0f} | {per_offer} | {os.getloadavg()[0]:.2f} |"
     )
 
 
@@ -292,7 +297,17 @@ def dnsmasq(args, namespace, interface, log_file):
     return running(command)
 
 
-SERVERS = {"cloudboot": cloudboot, "dnsmasq": dnsmasq}
+def trio_floor(args, namespace, interface, log_file):
+    command = [
+        *("ip", "netns", "exec", namespace, sys.executable, __file__),
+        *("--serve-floor", interface),
+    ]
+    return running(command, stop_signal=signal.SIGINT)
+
+
+# trio-floor is no proxyDHCP: it turns each request around with no decoding,
+# policy or log, to show what trio's UDP socket costs per packet on its own.
+SERVERS = {"cloudboot": cloudboot, "dnsmasq": dnsmasq, "trio-floor": trio_floor}
 
 
 def serve_cloudboot(address, interface, level, log_file, profile=None):
@@ -322,6 +337,24 @@ def serve_cloudboot(address, interface, level, log_file, profile=None):
                 profiler.dump_stats(profile)
 
 
+def serve_floor(interface):
+    """Answer every BOOTREQUEST on port 67 with itself turned into a BOOTREPLY."""
+    import trio
+
+    async def answer():
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+        await sock.bind(("0.0.0.0", 67))
+        while True:
+            data, _ = await sock.recvfrom(2048)
+            if data[0] == BOOTREQUEST:
+                await sock.sendto(b"\x02" + data[1:], ("255.255.255.255", 68))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(answer)
+
+
 # The client: runs inside the client namespace, prints one JSON object.
 
 
@@ -329,9 +362,12 @@ def run_client(args):
     sock = client_socket(args.interface)
     template = discover_template()
     first_xid = (args.seed * 0x01000000 + 1) & 0xFFFFFFFF
-    if args.client == "closed":
-        return closed_loop(args, sock, template, first_xid)
-    return open_loop(args, sock, template, first_xid)
+    wall, cpu = time.monotonic(), time.process_time()
+    loop = closed_loop if args.client == "closed" else open_loop
+    result = loop(args, sock, template, first_xid)
+    # Near 100 % means the client, not the server, set the pace.
+    result["client_cpu"] = (time.process_time() - cpu) / (time.monotonic() - wall)
+    return result
 
 
 def client_socket(interface):
@@ -386,6 +422,7 @@ def open_loop(args, sock, template, first_xid):
     count = int(args.rate * args.seconds)
     interval = 1.0 / args.rate
     scheduled = {}
+    sent = {}
     lags = []
     arrivals = {}
     samples = []
@@ -401,6 +438,7 @@ def open_loop(args, sock, template, first_xid):
         sent_at = time.time()
         sock.sendto(patch(template, number, xid), ("255.255.255.255", 67))
         scheduled[xid] = due
+        sent[xid] = sent_at
         lags.append(sent_at - due)
         drain(sock, arrivals, samples)
         if args.probe and arrivals:
@@ -409,6 +447,7 @@ def open_loop(args, sock, template, first_xid):
     # A reply later than one second counts as lost.
     drain_until(sock, arrivals, time.time() + 1.0)
     result = summarize(scheduled, arrivals, lags, start, args.seconds)
+    result["p99_from_send"] = summarize(sent, arrivals, [], start, args.seconds)["p99"]
     result["answered"] = bool(arrivals)
     if samples:
         result["offer"] = describe_offer(samples[0])

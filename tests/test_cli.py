@@ -115,3 +115,31 @@ def test_not_permitted_to_bind():
     )
     shutil.rmtree(base)
     assert_one_line_error(result, "not permitted to bind port 80/tcp")
+
+
+def test_audit_and_backup_commands_on_a_fresh_data_dir(tmp_path):
+    data = tmp_path / "data"
+    issued = cloudboot("token", "issue", "--role", "admin", "--data-dir", str(data))
+    assert issued.returncode == 0, issued.stderr
+
+    created = cloudboot("backup", "create", "--data-dir", str(data), "--json")
+    assert created.returncode == 0, created.stderr
+    listed = cloudboot("backup", "list", "--data-dir", str(data))
+    assert listed.returncode == 0, listed.stderr
+
+    verified = cloudboot("audit", "verify", "--data-dir", str(data))
+    assert verified.returncode == 0, verified.stderr
+    query = cloudboot("audit", "query", "--data-dir", str(data), "--json")
+    assert "token.issue" in query.stdout or "token" in query.stdout, query.stdout
+
+    missing = cloudboot("backup", "verify", "--data-dir", str(data), "no-such-backup")
+    assert_one_line_error(missing, "")
+
+
+def test_serve_refuses_a_retention_below_180_days(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("[audit]\nretention_days = 30\n")
+    result = cloudboot(
+        "serve", "--interface", "lo", "--data-dir", str(tmp_path / "d"), "--config", str(config)
+    )
+    assert_one_line_error(result, "180")

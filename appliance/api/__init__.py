@@ -12,13 +12,14 @@ logger = logging.getLogger(__name__)
 
 
 def register_routes(router, app, services_ready):
-    from appliance.api import agent, auth, health, jobs, machines, metrics, openapi
+    from appliance.api import agent, audit, auth, health, jobs, machines, metrics, openapi
 
     health.register_routes(router, app, services_ready)
     agent.register_routes(router, app)
     auth.register_routes(router, app)
     machines.register_routes(router, app)
     jobs.register_routes(router, app)
+    audit.register_routes(router, app)
     metrics.register_routes(router, app)
     openapi.register_routes(router, app)
 

@@ -114,7 +114,13 @@ def _query(name, schema, description):
     }
 
 
-_TIME = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?Z?)?$"}
+# Month, day and clock fields are bounded here; a day past the month's end
+# (2026-02-30) still matches and is refused by the server with 400.
+_TIME = {
+    "type": "string",
+    "pattern": r"^[1-9]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"(T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?Z?)?$",
+}
 _FILTERS = (
     _query("actor", {"type": "string"}, "Only events by this actor."),
     _query("action", {"type": "string"}, "Only this action, e.g. machine.approve."),
@@ -150,7 +156,7 @@ def openapi_routes(Route):
             "Audit events as JSON lines or CSV, oldest first",
             "admin",
             "audit",
-            {200: "text"},
+            {200: "media:application/x-ndjson,text/csv"},
             (400,),
             (*_FILTERS, export_limit, export_format),
         ),

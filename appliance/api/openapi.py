@@ -9,6 +9,7 @@ This module describes; it never handles a request other than its own.
 
 import dataclasses
 
+from appliance.api import audit as audit_api
 from appliance.api._machine_reads import MAC_PATTERN
 from appliance.api._openapi_others import OTHER_SCHEMAS, other_routes
 from appliance.api._schemas import MACHINE_STATES, SCHEMAS
@@ -81,7 +82,7 @@ ROUTES = [
         "Counters in the Prometheus text format",
         "viewer",
         "meta",
-        {200: "text"},
+        {200: "media:text/plain"},
     ),
     Route(
         "GET",
@@ -246,8 +247,8 @@ ROUTES = [
 ]
 
 
-# Ours first, then agent.py, auth.py and enrolment.py.
-ALL_ROUTES = [*ROUTES, *other_routes(Route)]
+# Ours first, then agent.py, auth.py, enrolment.py and audit.py.
+ALL_ROUTES = [*ROUTES, *other_routes(Route), *audit_api.openapi_routes(Route)]
 
 
 def register_routes(router, app, extra_routes=()):
@@ -334,8 +335,10 @@ def _responses(route):
     responses = {}
     for status, schema in route.ok.items():
         entry = {"description": "OK" if status < 300 else "See the body"}
-        if schema == "text":
-            entry["content"] = {"text/plain": {"schema": {"type": "string"}}}
+        if isinstance(schema, str) and schema.startswith("media:"):
+            # Not JSON: "media:text/csv,application/x-ndjson" lists what may come back.
+            types = schema.removeprefix("media:").split(",")
+            entry["content"] = {t: {"schema": {"type": "string"}} for t in types}
         elif schema is not None:
             entry["content"] = {"application/json": {"schema": _ref(schema)}}
         elif status != 204:

@@ -28,7 +28,14 @@ def main():
         handle.write("SECRET-DATABASE")
     os.chmod(f"{data}/cloudboot.db", 0o644)
     os.makedirs("/tmp/runtime", exist_ok=True)
-    params = {"nr": _kernel.syscall_table(), "database": f"{data}/cloudboot.db", "pid": 1}
+    os.makedirs("/drop-zone", exist_ok=True)
+    os.chmod("/drop-zone", 0o777)
+    params = {
+        "nr": _kernel.syscall_table(),
+        "database": f"{data}/cloudboot.db",
+        "target": "/drop-zone/planted",
+        "pid": 1,
+    }
     report = {"probe": runner.probe(), "uname": os.uname().release, "runs": {}}
     for name in sorted(os.listdir(os.path.join(HERE, "providers"))):
         directory = os.path.join(HERE, "providers", name)
@@ -47,6 +54,7 @@ def main():
                 "protections": result.protections,
                 "mechanism": result.limits.get("mechanism"),
                 "leaked": "SECRET-DATABASE" in repr(result.to_dict()),
+                "planted": os.path.exists("/drop-zone/planted"),
             }
         report["runs"][name] = runs
     print(MARKER + json.dumps(report), flush=True)
