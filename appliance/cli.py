@@ -45,6 +45,13 @@ def build_parser():
     issue.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
     issue.add_argument("--user", default="admin", help="user the token belongs to")
 
+    bootfiles = commands.add_parser("bootfiles", help="boot programs and BootOS")
+    actions = bootfiles.add_subparsers(dest="bootfiles_command", required=True, metavar="ACTION")
+    install = actions.add_parser("install", help="copy iPXE and BootOS into the data directory")
+    _add_data_dir(install)
+    install.add_argument("--bootos", required=True, help="folder with vmlinuz and initrd.img")
+    install.add_argument("--ipxe", default="/usr/lib/ipxe", help="folder with the iPXE binaries")
+
     cli_keys.add_parsers(commands)
     cli_records.add_parsers(commands)
     commands.add_parser("version", help="print the version")
@@ -92,6 +99,18 @@ def cmd_token_issue(args):
     return 0
 
 
+def cmd_bootfiles(args):
+    from appliance import bootfiles
+
+    settings = load_settings(args)
+    try:
+        written, _ = bootfiles.install(settings, args.bootos, args.ipxe)
+    except bootfiles.BootFilesError as e:
+        raise CliError(str(e)) from None
+    print("\n".join(written))
+    return 0
+
+
 def cmd_records(args):
     settings = load_settings(args)
     run = cli_records.run_audit if args.command == "audit" else cli_records.run_backup
@@ -121,6 +140,7 @@ def main(argv=None):
         "version": cmd_version,
         "keys": cli_keys.run,
         "vendor": cli_keys.run,
+        "bootfiles": cmd_bootfiles,
         "audit": cmd_records,
         "backup": cmd_records,
     }

@@ -106,7 +106,7 @@ def _first_leaf(group):
 
 
 async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
-    from appliance import api
+    from appliance import api, bootfiles
     from appliance.boot import artifacts, dns, proxydhcp, tftp
     from appliance.core import engine
     from appliance.core.app import App
@@ -125,6 +125,9 @@ async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
     data_dir = prepare_data_dir(settings.server.data_dir)
     for folder in (settings.tftp_root, settings.boot_root):
         folder.mkdir(parents=True, exist_ok=True)
+
+    for path in bootfiles.missing(settings):
+        logger.warning("boot file %s is missing: run `cloudboot bootfiles install`", path)
 
     store = await Store.open(data_dir / "cloudboot.db", settings.store)
     cert, key = _certificate(settings, data_dir, address, ensure_self_signed)

@@ -7,18 +7,16 @@ real `cloudboot` command from the repository's virtualenv; nothing is faked.
 
 import json
 import logging
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
+from appliance import bootfiles, config
 from lab import netns
 
 logger = logging.getLogger(__name__)
 
-IPXE_DIR = Path("/usr/lib/ipxe")
-IPXE_BINARIES = ("undionly.kpxe", "ipxe.efi", "snponly.efi")
-BOOTOS_FILES = ("vmlinuz", "initrd.img")
+IPXE_DIR = bootfiles.IPXE_DIR
 
 
 class ApplianceError(Exception):
@@ -26,26 +24,13 @@ class ApplianceError(Exception):
 
 
 def install_boot_files(data_dir, bootos_dir):
-    """Copy iPXE binaries to TFTP and HTTP roots and BootOS to <data>/boot/bootos.
+    """Copy iPXE and BootOS into the lab appliance's data directory.
 
     Returns the BootOS files that were missing (the lab can still reach the
     iPXE script without them, but no VM can register).
     """
-    data_dir = Path(data_dir)
-    for folder in (data_dir / "tftp", data_dir / "boot" / "ipxe", data_dir / "boot" / "bootos"):
-        folder.mkdir(parents=True, exist_ok=True)
-
-    for name in IPXE_BINARIES:
-        shutil.copyfile(IPXE_DIR / name, data_dir / "tftp" / name)
-        shutil.copyfile(IPXE_DIR / name, data_dir / "boot" / "ipxe" / name)
-
-    missing = []
-    for name in BOOTOS_FILES:
-        source = Path(bootos_dir) / name
-        if source.is_file():
-            shutil.copyfile(source, data_dir / "boot" / "bootos" / name)
-        else:
-            missing.append(str(source))
+    settings = config.load(overrides={"server.data_dir": str(data_dir)})
+    _, missing = bootfiles.install(settings, bootos_dir, IPXE_DIR, require_bootos=False)
     return missing
 
 

@@ -142,3 +142,31 @@ def test_cancelling_kills_the_run(lab):
     assert (result.status, result.reason) == ("failed", "cancelled")
     assert result.duration < found.limits.run_seconds
     assert processes_of(result.protections["uid"]) == []
+
+
+def test_an_unusable_runtime_root_is_a_clear_failure(lab, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = lab.run("well_behaved", runtime_root=str(blocker / "runtime"))
+    assert (result.status, result.reason) == ("failed", "sandbox_error")
+    assert "cannot make a work directory under" in result.message
+
+
+def test_a_missing_entry_point_is_a_clear_failure(lab):
+    directory = lab.provider("well_behaved")
+    os.remove(directory / "provider.py")
+    result = lab.run_directory(directory)
+    assert (result.status, result.reason) == ("failed", "protocol_violation")
+    assert "exited with status 2" in result.message  # python3: can't open file
+    assert "provider.py" in result.stderr
+
+
+def test_a_granted_device_that_does_not_exist_stops_the_setup(lab):
+    result = lab.run(
+        "device_access",
+        {"device": "/dev/cloudboot-absent"},
+        grants={"devices": ["/dev/cloudboot-absent"]},
+        devices=["/dev/cloudboot-absent"],
+    )
+    assert (result.status, result.reason) == ("failed", "sandbox_setup_failed")
+    assert "/dev/cloudboot-absent" in result.message

@@ -28,7 +28,7 @@ import socket
 import sys
 import traceback
 
-from providers.sandbox import _kernel, landlock, limits, seccomp
+from providers.sandbox import _kernel, landlock, limits, relay, seccomp
 
 MAX_REFUSALS_REPORTED = 200
 # /bin, /sbin and /lib are symlinks into /usr on merged-/usr systems (the rule then lands on
@@ -78,8 +78,9 @@ def _enter_namespaces(spec):
         "ipc": _kernel.CLONE_NEWIPC,
         "uts": _kernel.CLONE_NEWUTS,
     }
-    if not spec["network"]:
-        flags["net"] = _kernel.CLONE_NEWNET
+    # Always a network namespace of its own: granted destinations reach it through the
+    # launcher's relay (providers/sandbox/relay.py), never through the host's interfaces.
+    flags["net"] = _kernel.CLONE_NEWNET
     combined = 0
     for value in flags.values():
         combined |= value
@@ -118,10 +119,13 @@ def _child(spec, channel, namespaces):
         if missing:
             raise RuntimeError(f"required protection missing: {', '.join(missing)}")
         listener = protections.pop("_listener")
-        fds = [listener] if listener is not None else []
+        relays = protections.pop("_relays")
+        fds = ([listener] if listener is not None else []) + [r.fileno() for r in relays]
         socket.send_fds(channel, [json.dumps({"protections": protections}).encode()], fds)
         if listener is not None:
             os.close(listener)
+        for server in relays:  # the provider must not inherit them
+            server.close()
     except Exception as exc:
         with contextlib.suppress(OSError):
             channel.sendall(json.dumps({"setup_failed": str(exc)}).encode())
@@ -144,6 +148,9 @@ def _confine(spec, namespaces):
         found["work_tmpfs_mb"] = size
     if namespaces.get("uts"):
         _kernel.sethostname("provider")
+    # Listening needs root in this namespace (ports below 1024), so before the uid drop.
+    found["_relays"] = relay.listen_inside(spec["destinations"]) if namespaces.get("net") else []
+    found["destinations"] = spec["destinations"] if found["_relays"] else []
 
     found["rlimits"] = limits.apply_rlimits(limits.Limits(**spec["limits"]))
     os.chdir(spec["workdir"])
@@ -271,27 +278,37 @@ def _run_child(spec, report, channel, pid):
     limits.join(spec["cgroup_paths"], pid)
     channel.sendall(b"g")
 
-    message, fds, _flags, _addr = socket.recv_fds(channel, 65536, 1)
+    message, fds, _flags, _addr = socket.recv_fds(channel, 65536, 1 + len(spec["destinations"]))
     reply = json.loads(message or b"{}")
     if "protections" not in reply:
         _emit(report, "setup_failed", message=reply.get("setup_failed", "sandbox child died"))
         return 126
-    listener = fds[0] if fds else None
-    _emit(report, "started", pid=pid, protections=reply["protections"])
+    protections = reply["protections"]
+    listener = fds.pop(0) if protections["seccomp_notify"] else None
+    destinations = protections["destinations"]
+    servers = [socket.socket(fileno=fd) for fd in fds]
+    relays = relay.Relay(servers, destinations, lambda c: _emit(report, "connection", **c))
+    _emit(report, "started", pid=pid, protections=protections)
 
-    exit_code = _serve_until_exit(report, channel, listener)
+    exit_code = _serve_until_exit(report, channel, listener, relays)
+    relays.close()
     _emit(report, "exit", code=exit_code)
     return 0
 
 
-def _serve_until_exit(report, channel, listener):
+def _serve_until_exit(report, channel, listener, relays):
     poller = select.poll()
     poller.register(channel, select.POLLIN)
     if listener is not None:
         poller.register(listener, select.POLLIN)
+    for fd in relays.fds():
+        poller.register(fd, select.POLLIN)
     refusals, exit_code, buffered = 0, None, b""
     while True:
         for fd, events in poller.poll(1000):
+            if fd in relays.fds():
+                relays.accept(fd)
+                continue
             if fd == listener:
                 if events & select.POLLIN:
                     refusals = _answer(report, listener, refusals)

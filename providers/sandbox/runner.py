@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from providers import protocol
-from providers.sandbox import _kernel, landlock, limits
+from providers.sandbox import _kernel, landlock, limits, relay
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ class SandboxSettings:
     ceiling: limits.Limits = field(default_factory=limits.Limits)
     required: tuple = DEFAULT_REQUIRED
     allow_missing: bool = False
-    keep_workdir: bool = False
     cgroup_root: str = limits.CGROUP_ROOT
     # Use at most this Landlock ABI, to see what a provider gets on an older kernel
     # (Debian 12's own kernel has ABI 2: no network rules, no signal scoping).
@@ -65,6 +64,7 @@ class RunResult:
     events: list = field(default_factory=list)
     protections: dict = field(default_factory=dict)
     refusals: list = field(default_factory=list)
+    connections: list = field(default_factory=list)  # relayed to granted destinations
     limits: dict = field(default_factory=dict)
     exit_code: int | None = None
     stderr: str = ""
@@ -101,21 +101,26 @@ def run(package_dir, manifest, request, grants=None, settings=None, on_event=Non
     run_limits = manifest.limits.capped_by(settings.ceiling)
     ports = _granted_ports(manifest, grants or {})
     devices = _granted_devices(manifest, grants or {})
-    required = list(settings.required) + (["landlock_net"] if ports else [])
+    required = list(settings.required)
 
-    workdir = _make_workdir(settings.runtime_root, run_id)
+    try:
+        workdir = _make_workdir(settings.runtime_root, run_id)
+    except OSError as exc:
+        message = f"cannot make a work directory under {settings.runtime_root}: {exc.strerror}"
+        log.error("provider %s: %s", run_id, message)
+        return RunResult("failed", "sandbox_error", message)
     group = limits.create(run_id, run_limits, settings.cgroup_root)
     try:
         spec = _spec(package_dir, manifest, workdir, run_limits, ports, required, settings)
         spec["cgroup_paths"] = group.paths
         spec["devices"] = devices
+        spec["destinations"] = relay.resolve([d for d in manifest.network if d["port"] in ports])
         supervisor = _Supervisor(spec, request, run_limits, group, on_event, cancel)
         result = supervisor.run(settings.result_grace_seconds)
     finally:
         group.kill_all()
         group.remove()
-        if not settings.keep_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)  # a mount point; the tmpfs died with the run
     result.limits = {**run_limits.__dict__, "mechanism": group.mechanism}
     log.info("provider %s: %s (%s) %s", run_id, result.status, result.reason, result.message)
     return result
@@ -191,7 +196,7 @@ class _Supervisor:
         self.on_event = on_event
         self.parser = protocol.OutputParser()
         self.failure = None  # (reason, message) decided by the parent
-        self.protections, self.refusals = {}, []
+        self.protections, self.refusals, self.connections = {}, [], []
         self.setup_error = None
         self.grace_started = False
         self.lingered = False
@@ -312,10 +317,14 @@ class _Supervisor:
                 continue  # blank, or cut short by a killed launcher
             if fact["event"] == "started":
                 self.protections = fact["protections"]
+            elif fact["event"] == "connection":
+                self.connections.append({k: v for k, v in fact.items() if k != "event"})
             elif fact["event"] == "refusal":
                 self.refusals.append({k: v for k, v in fact.items() if k != "event"})
             elif fact["event"] == "setup_failed":
                 self.setup_error = fact["message"]
+                if fact.get("trace"):
+                    log.debug("sandbox launcher failed:\n%s", fact["trace"])
             elif fact["event"] == "exit":
                 self.exit_code = fact["code"]
 
@@ -350,6 +359,7 @@ class _Supervisor:
         common = {
             "protections": self.protections,
             "refusals": self.refusals,
+            "connections": self.connections,
             "exit_code": self.exit_code,
             "stderr": self.stderr.decode("utf-8", "replace"),
             "events": self.parser.events,
