@@ -52,6 +52,29 @@ def build_parser():
     install.add_argument("--bootos", required=True, help="folder with vmlinuz and initrd.img")
     install.add_argument("--ipxe", default="/usr/lib/ipxe", help="folder with the iPXE binaries")
 
+    provider = commands.add_parser("provider", help="vendor providers")
+    provider_actions = provider.add_subparsers(
+        dest="provider_command", required=True, metavar="ACTION"
+    )
+    run = provider_actions.add_parser(
+        "exec", help="run an unpacked provider in the production sandbox; request on stdin"
+    )
+    run.add_argument("directory", help="the provider's folder (with provider.json)")
+    run.add_argument("--runtime-root", help="where work directories go (/opt/cloudboot/runtime)")
+    run.add_argument(
+        "--grant-port",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PORT",
+        help="allow TCP connections to this port (repeat for more)",
+    )
+    run.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="run even if the kernel lacks a required protection",
+    )
+
     cli_keys.add_parsers(commands)
     cli_records.add_parsers(commands)
     commands.add_parser("version", help="print the version")
@@ -111,6 +134,19 @@ def cmd_bootfiles(args):
     return 0
 
 
+def cmd_provider(args):
+    from providers import cli as provider_cli
+    from providers.sandbox import runner
+
+    settings = runner.SandboxSettings()
+    if args.runtime_root:
+        settings = runner.SandboxSettings(
+            **{**settings.__dict__, "runtime_root": args.runtime_root}
+        )
+    grants = {"network": args.grant_port, "allow_missing": args.allow_missing}
+    return provider_cli.cmd_exec(args.directory, sys.stdin, sys.stdout, grants, settings)
+
+
 def cmd_records(args):
     settings = load_settings(args)
     run = cli_records.run_audit if args.command == "audit" else cli_records.run_backup
@@ -141,6 +177,7 @@ def main(argv=None):
         "keys": cli_keys.run,
         "vendor": cli_keys.run,
         "bootfiles": cmd_bootfiles,
+        "provider": cmd_provider,
         "audit": cmd_records,
         "backup": cmd_records,
     }

@@ -5,23 +5,34 @@ namespaces of its own (a server and a client, joined by a veth pair on
 10.91.0.0/24) and deletes them at the end, also on an error or Ctrl-C. Nothing
 leaves those namespaces.
 
-In the server namespace runs either CloudBoot's proxyDHCP alone
-(appliance.boot.proxydhcp.serve, started by this script) or dnsmasq with
-`--dhcp-range=...,proxy`. The client namespace broadcasts PXE DISCOVERs from
-port 68 (option 60 `PXEClient:Arch:00007:UNDI:003016`, option 93 = 7, an option
-97 GUID, a new chaddr, GUID and xid in every packet), the way a rack of UEFI
-servers booting at once would, and matches the OFFERs by xid.
+In the server namespace runs CloudBoot's proxyDHCP alone
+(appliance.boot.proxydhcp.serve, started by this script, logging to a file as
+`cloudboot serve` does), dnsmasq with `--dhcp-range=...,proxy`, or, on
+request, "trio-floor": no proxyDHCP at all, a bare trio loop that turns each
+request around unread, to show what a trio UDP socket costs by itself. The
+client namespace broadcasts PXE DISCOVERs from port 68 (option 60
+`PXEClient:Arch:00007:UNDI:003016`, option 93 = 7, an option 97 GUID, a new
+chaddr, GUID and xid in every packet), the way a rack of UEFI servers booting
+at once would, and matches the OFFERs by xid.
 
 Two client modes, each bounded in packets and seconds:
 
 - open loop: DISCOVERs at a fixed rate (default 1,000/s). Latency runs from
   the time a packet was scheduled to the kernel's receive timestamp of its
   OFFER (SO_TIMESTAMPNS), so neither a late sender nor a late reader hides
-  server delay. The sender's own lateness is reported beside it.
+  server delay. The sender's own lateness, and the latency counted from the
+  actual send, are reported beside it.
 - closed loop: a fixed number of DISCOVERs in flight (default 64), a new one
-  sent for every OFFER; the rate it settles at is the server's maximum here.
+  sent for every OFFER. For a server that saturates its core first this is
+  its maximum rate; for a fast one it is bounded by the round trip, so the
+  server's CPU time per OFFER is the figure to compare.
+
+Each row also gives the client's share of a CPU, the server's CPU time per
+OFFER (user + system, from /proc) and the datagrams the server namespace's
+kernel dropped for a full socket buffer.
 
     .venv/bin/python bench/bench_dhcp.py                    # 3 rounds, both servers
+    .venv/bin/python bench/bench_dhcp.py --servers cloudboot,dnsmasq,trio-floor --quiet
     .venv/bin/python bench/bench_dhcp.py --rounds 1 --seconds 5 --servers cloudboot
     .venv/bin/python bench/bench_dhcp.py --profile /tmp/proxydhcp.prof --servers cloudboot
 
@@ -150,8 +161,10 @@ def measure_server(args, name, round_number, net, ifs, work):
         seed = round_number * 10
         for mode in ("open", "closed"):
             cpu_before = cpu_seconds(process.pid)
+            drops_before = udp_receive_drops(net["server"])
             result = client_run(args, net["client"], ifs["client"], mode, seed=seed)
             cpu = cpu_seconds(process.pid) - cpu_before
+            result["server_drops"] = udp_receive_drops(net["server"]) - drops_before
             seed += 1
             print(row(f"{name} ({mode} loop)", result, round_number, cpu), flush=True)
             if result["stray"] or result["duplicates"]:
@@ -165,7 +178,8 @@ def print_header(args):
     print(f"{args.seconds:g} s each, server log {'quiet' if args.quiet else 'default'}")
     print(
         "| run | round | sent | offers | lost | offers/s | p50 ms | p99 ms | max ms "
-        "| p99 from send ms | send lag p99 ms | client CPU % | server CPU µs/offer | load 1 min |"
+        "| p99 from send ms | send lag p99 ms | client CPU % | server CPU µs/offer "
+        "| server drops | load 1 min |"
     )
     print("|---" * 15 + "|")
 
@@ -177,12 +191,25 @@ def row(label, result, round_number, cpu):
         f"| {result['sent'] - result['offers']} | {result['rate']:.0f} "
         f"| {fmt_ms(result['p50'])} | {fmt_ms(result['p99'])} | {fmt_ms(result['max'])} "
         f"| {fmt_ms(result.get('p99_from_send'))} | {fmt_ms(result['send_lag_p99'])} "
-        f"| {result['client_cpu'] * 100:.0f} | {per_offer} | {os.getloadavg()[0]:.2f} |"
+        f"| {result['client_cpu'] * 100:.0f} | {per_offer} | {result.get('server_drops', '-')} "
+        f"| {os.getloadavg()[0]:.2f} |"
     )
 
 
 def fmt_ms(seconds):
     return "-" if seconds is None else f"{seconds * 1000:.2f}"
+
+
+def udp_receive_drops(namespace):
+    """UDP datagrams the server namespace's kernel dropped for a full socket buffer."""
+    snmp = subprocess.run(
+        ["ip", "netns", "exec", namespace, "cat", "/proc/net/snmp"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names, values = (line.split()[1:] for line in snmp.splitlines() if line.startswith("Udp:"))
+    return int(dict(zip(names, values, strict=True))["RcvbufErrors"])
 
 
 def cpu_seconds(pid):

@@ -2,12 +2,16 @@
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from providers import cli, package
 from providers.sandbox import _kernel, runner
+from tests.conftest import REPO
 from tests.hostile.support import make_lab, require_sandbox
 
 
@@ -79,3 +83,21 @@ def test_a_packed_and_unpacked_provider_runs_the_same(lab):
     code, lines = exec_lines(lab, unpacked, "{}")
     assert code == cli.EXIT_SUCCEEDED
     assert lines[-2]["message"] == "hello from provider"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root for its namespaces")
+def test_cloudboot_provider_exec_runs_the_vendor_workflow(tmp_path):
+    folder = REPO / "tests" / "hostile" / "providers" / "well_behaved"
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "provider", "exec", str(folder)]
+        + ["--runtime-root", str(tmp_path)],
+        input='{"action": "inventory", "params": {}}',
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[-2]["type"] == "result" and lines[-2]["status"] == "succeeded"
+    assert lines[-1]["type"] == "run" and lines[-1]["protections"]["seccomp"] is True

@@ -79,26 +79,21 @@ def test_progress_events_reach_the_caller_as_they_come(lab):
     assert seen == [{"type": "progress", "percent": 50, "message": "halfway"}]
 
 
+STRICTER = (*runner.DEFAULT_REQUIRED, "landlock_net", "landlock_scope")
+
+
 def test_a_missing_required_protection_refuses_the_run(lab):
-    # Debian 12's own kernel has Landlock ABI 2: no network rules. A provider granted a
-    # port needs them, so the runner refuses rather than run it unrestricted.
-    result = lab.run(
-        "connect_ungranted_port", {"port": 1}, grants={"network": [9]}, landlock_abi_cap=2
-    )
+    # Debian 12's own kernel has Landlock ABI 2: no network rules and no scoping. An
+    # operator who requires them gets a refusal there, not a quietly weaker sandbox.
+    result = lab.run("well_behaved", required=STRICTER, landlock_abi_cap=2)
     assert (result.status, result.reason) == ("failed", "sandbox_setup_failed")
-    assert "required protection missing: landlock_net" in result.message
+    assert "required protection missing: landlock_net, landlock_scope" in result.message
     assert result.events == []
 
 
 def test_the_operator_can_allow_a_missing_protection(lab):
-    result = lab.run(
-        "connect_ungranted_port",
-        {"port": 1},
-        grants={"network": [9]},
-        landlock_abi_cap=2,
-        allow_missing=True,
-    )
-    assert result.reason == "provider_failed"  # it ran; port 1 on loopback refuses
+    result = lab.run("well_behaved", required=STRICTER, landlock_abi_cap=2, allow_missing=True)
+    assert result.status == "succeeded"
     assert result.protections["landlock_net"] is False
     assert result.protections["landlock_abi"] == 2
 

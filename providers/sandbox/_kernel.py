@@ -138,6 +138,12 @@ def unshare(flags):
         raise KernelError(err, f"unshare({flags:#x}): {os.strerror(err)}")
 
 
+def setns(fd, nstype):
+    if LIBC.setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
+        err = ctypes.get_errno()
+        raise KernelError(err, f"setns({nstype:#x}): {os.strerror(err)}")
+
+
 def mount(source, target, fstype, flags, data=None):
     def enc(value):
         return None if value is None else value.encode()

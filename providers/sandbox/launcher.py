@@ -56,6 +56,10 @@ def main():
 
 
 def launch(spec, report):
+    own = {
+        kind: os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+        for kind in ("pid", "net")
+    }
     namespaces = _enter_namespaces(spec)
     missing = _missing(spec, {"namespaces": all(namespaces.values())})
     if missing:
@@ -68,7 +72,21 @@ def launch(spec, report):
         parent_end.close()
         _child(spec, child_end, namespaces)
     child_end.close()
+    _return_to(own)
     return _supervise(spec, report, parent_end, pid)
+
+
+def _return_to(own):
+    """Back to the host's network and PID namespaces once the sandbox's init exists.
+
+    The relay connects out from the host's network namespace, and needs threads, which a
+    process cannot start after unshare(CLONE_NEWPID) (clone(2): EINVAL while its children's
+    PID namespace differs from its own).
+    """
+    for kind, flag in (("pid", _kernel.CLONE_NEWPID), ("net", _kernel.CLONE_NEWNET)):
+        with contextlib.suppress(OSError):
+            _kernel.setns(own[kind], flag)
+        os.close(own[kind])
 
 
 def _enter_namespaces(spec):

@@ -310,6 +310,34 @@ def test_a_granted_port_is_reachable(lab, listener):
     listener.stop.set()
     listener.thread.join()
     assert listener.accepted == [b"hello"]
+    # It went through the launcher's relay, out of the provider's own network namespace.
+    assert result.protections["namespace_list"]["net"] is True
+    assert result.connections == [
+        {"host": "127.0.0.1", "port": listener.port, "bytes_out": 5, "bytes_in": 0}
+    ]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.3", "10.255.255.1"])
+def test_a_granted_port_on_another_address_goes_nowhere(lab, listener, host):
+    # Granted 127.0.0.1:P; it tries P on another loopback address, where the test also
+    # listens, and on an address that would leave the machine (no route: nothing is sent).
+    other = socket.create_server(("127.0.0.3", listener.port))
+    other.settimeout(0.2)
+    try:
+        result = lab.run(
+            "connect_other_address",
+            {"host": host, "port": listener.port},
+            grants={"network": [listener.port]},
+            ports=[listener.port],
+        )
+        assert result.status == "failed", result.to_dict()
+        assert result.data["errno"] in (errno.ECONNREFUSED, errno.ENETUNREACH)
+        assert result.connections == []
+        with pytest.raises(TimeoutError):
+            other.accept()
+    finally:
+        other.close()
+    assert listener.accepted == []
 
 
 @pytest.mark.parametrize("name", ["raw_socket", "packet_socket"])
