@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -86,18 +87,23 @@ def test_a_packed_and_unpacked_provider_runs_the_same(lab):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root for its namespaces")
-def test_cloudboot_provider_exec_runs_the_vendor_workflow(tmp_path):
+def test_cloudboot_provider_exec_runs_the_vendor_workflow():
     folder = REPO / "tests" / "hostile" / "providers" / "well_behaved"
+    # The provider runs as a uid of its own: its work directory's parents must
+    # be reachable, which pytest's private temporary folders are not.
+    runtime = tempfile.mkdtemp(prefix="cloudboot-provider-exec-")
+    os.chmod(runtime, 0o755)
     result = subprocess.run(
         [sys.executable, "-m", "appliance.cli", "provider", "exec", str(folder)]
-        + ["--runtime-root", str(tmp_path)],
+        + ["--runtime-root", runtime],
         input='{"action": "inventory", "params": {}}',
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=120,
     )
-    assert result.returncode == 0, result.stderr
+    shutil.rmtree(runtime, ignore_errors=True)
+    assert result.returncode == 0, result.stdout[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[-2]["type"] == "result" and lines[-2]["status"] == "succeeded"
     assert lines[-1]["type"] == "run" and lines[-1]["protections"]["seccomp"] is True
