@@ -21,6 +21,7 @@ import base64
 import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,6 +182,14 @@ def check_private_file(path: Path, what: str) -> os.stat_result:
         info = os.stat(path)
     except FileNotFoundError:
         raise KeysError(f"{what} not found at {path}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise KeysError(f"{what} {path} is not a regular file")
+    if info.st_nlink != 1:
+        # Another name for the same secret may sit anywhere on the file system, the data
+        # directory included, where refuse_inside() cannot see it.
+        raise KeysError(
+            f"{what} {path} has {info.st_nlink} hard links; a secret file must have one name"
+        )
     mode = info.st_mode & 0o777
     if mode & 0o077:
         raise KeysError(

@@ -268,7 +268,20 @@ class TrustStore:
             )
         if record.get("manifest_sha256") != sha256(canonical(manifest)):
             raise PackageRejected("digest_mismatch", "manifest changed since the vendor signed it")
+        _check_manifest_vendor(manifest, entry)
         return entry
+
+
+def _check_manifest_vendor(manifest, entry: dict) -> None:
+    """A trusted key signs for its own vendor only: it cannot ship a package in another
+    vendor's name (the operator trusted "Acme", not whatever Acme's manifests claim)."""
+    claimed = manifest.get("vendor") if isinstance(manifest, dict) else None
+    if claimed is not None and claimed != entry["vendor"]:
+        raise PackageRejected(
+            "bad_signature",
+            f"the manifest names vendor {claimed!r} but the package is signed by key "
+            f"{entry['key_id']} of {entry['vendor']!r}",
+        )
 
 
 def _checked_public(record) -> dict:

@@ -18,6 +18,7 @@ must never return bytes that did not pass authentication.
 """
 
 import hashlib
+import io
 import secrets
 import zlib
 
@@ -74,8 +75,9 @@ def seal(database, *, appliance_id, created_at, schema_version, keys):
 
 def read_header(blob):
     """The header fields of a backup file, checked for shape; no key needed."""
+    stream = io.BytesIO(blob)
     try:
-        document = cbor2.loads(blob)
+        document = cbor2.CBORDecoder(stream).decode()
     except cbor2.CBORDecodeEOF:
         raise EnvelopeError(
             f"the file is truncated ({len(blob)} bytes): it was not completely written or copied"
@@ -83,6 +85,13 @@ def read_header(blob):
     except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as e:
         raise EnvelopeError(f"the file is not a CloudBoot backup (not CBOR: {e})") from None
 
+    if stream.tell() != len(blob):
+        # Bytes after the map are covered by no authentication: a file carrying them is
+        # not the file that was written, whatever it hides there.
+        raise EnvelopeError(
+            f"the file has {len(blob) - stream.tell()} bytes after the backup's end: "
+            "it was altered or joined to something else"
+        )
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
         raise EnvelopeError(

@@ -11,6 +11,13 @@ the backup wrapped by a key the appliance keeps (see appliance/backup/envelope.p
   the database it protects, so it protects a copied backup file, not a stolen
   data directory; every process that uses it logs a warning saying so.
 
+Under the master key the per-file data key is sealed with the keyring's
+"backups" data key (keys/envelope.py), not wrapped by the master key
+directly: `keys rotate` re-wraps that data key, and `keys rotate --retire N`
+refuses while it is still under version N, so no rotation leaves a backup
+that cannot be opened. Backups written before this ("master-key" records,
+wrapped by one master key version) still open while that version lives.
+
 Unwrapping follows the source named in the backup, so backups made with the
 development key still restore after the master key is configured.
 
@@ -67,18 +74,23 @@ class _Chooser:
 
     def unwrap(self, wrapped):
         source = wrapped.get("source") if isinstance(wrapped, dict) else None
-        if source == MasterKeyWrap.name:
+        if source in (MasterKeyWrap.name, MasterKeyWrap.legacy_name):
             return MasterKeyWrap(self.data_dir).unwrap(wrapped)
         return DevKeySource(self.data_dir).unwrap(wrapped)
 
 
 class MasterKeyWrap:
-    """The appliance's master key (keys.master.load_master), every use audited by keys/."""
+    """The appliance's master key, through the keyring's "backups" data key; audited by keys/."""
 
-    name = "master-key"
+    name = "master-keyring"
+    # Records written before the keyring was used: wrapped by one master key version.
+    legacy_name = "master-key"
+    purpose = "backups"
+    aad = b"cloudboot-backup-wrap"
 
     def __init__(self, data_dir):
         from keys import KeysError
+        from keys.envelope import Keyring
         from keys.master import load_master
 
         self._keys_error = KeysError
@@ -86,6 +98,7 @@ class MasterKeyWrap:
             self.master = load_master(data_dir)
         except KeysError as e:
             raise KeySourceError(f"the master key is not usable: {e}") from None
+        self.keyring = Keyring(data_dir, self.master)
 
     @property
     def key_id(self):
@@ -93,21 +106,31 @@ class MasterKeyWrap:
 
     def wrap(self, data_key):
         try:
-            wrapped = self.master.wrap(bytearray(data_key), purpose="backup", actor="appliance")
+            blob = self.keyring.seal(self.purpose, bytes(data_key), self.aad, actor="appliance")
         except self._keys_error as e:
             raise KeySourceError(f"the master key could not wrap the backup key: {e}") from None
-        return {"source": self.name, "key_id": wrapped.key_id, "wrapped": wrapped.to_dict()}
+        return {"source": self.name, "key_id": self.master.key_id, "blob": blob}
 
     def unwrap(self, wrapped):
-        from keys.master import WrappedKey
-
         try:
-            record = WrappedKey.from_dict(wrapped["wrapped"])
-            return bytes(self.master.unwrap(record, purpose="backup", actor="appliance"))
+            if wrapped["source"] == self.legacy_name:
+                return self._unwrap_legacy(wrapped["wrapped"])
+            if wrapped["key_id"] != self.master.key_id:
+                raise KeySourceError(
+                    f"the data key was wrapped by master key {wrapped['key_id']!r}, this "
+                    f"appliance's master key is {self.master.key_id!r}"
+                )
+            return self.keyring.open(bytes(wrapped["blob"]), self.aad, actor="appliance")
         except (KeyError, TypeError) as e:
             raise KeySourceError(f"wrapped data key record is damaged: {e!r}") from None
         except self._keys_error as e:
             raise KeySourceError(str(e)) from None
+
+    def _unwrap_legacy(self, record):
+        from keys.master import WrappedKey
+
+        wrapped = WrappedKey.from_dict(record)
+        return bytes(self.master.unwrap(wrapped, purpose="backup", actor="appliance"))
 
 
 class DevKeySource:
@@ -137,6 +160,13 @@ class DevKeySource:
             source, key_id, blob = wrapped["source"], wrapped["key_id"], bytes(wrapped["blob"])
         except (KeyError, TypeError) as e:
             raise KeySourceError(f"wrapped data key record is damaged: {e!r}") from None
+        if not self.path.exists():
+            # Opening must not make a key: a file naming the development source on an
+            # appliance that never had one is simply not ours.
+            raise KeySourceError(
+                f"the data key was wrapped by development key {key_id!r}; this appliance "
+                "has no development key"
+            )
         if source != self.name or key_id != self.key_id:
             raise KeySourceError(
                 f"the data key was wrapped by key {key_id!r} ({source}); this appliance's "

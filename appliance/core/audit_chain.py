@@ -180,6 +180,7 @@ def _check_links(conn, heads):
     signed = {}
     for head in heads:
         signed.setdefault(head[3], []).append(head)
+    _check_nothing_before(conn, expected_id, bool(pruned))
 
     checked = 0
     for row in audit.iter_events(conn, after_id=expected_id - 1):
@@ -189,6 +190,23 @@ def _check_links(conn, heads):
 
     _check_tail(signed, expected_id - 1)
     return checked
+
+
+def _check_nothing_before(conn, first_id, pruned):
+    """The chain starts at first_id: an event below it was slipped in, never checked.
+
+    Searches and exports show every row, so a row the walk below would skip (an id of 0
+    or less, or one at or below the last prune cut, which the retention job deleted) is a
+    forgery the verifier must name.
+    """
+    rows = conn.execute("SELECT MIN(id) FROM audit_events WHERE id < ?", (first_id,)).fetchall()
+    stray = rows[0][0]
+    if stray is None:
+        return
+    where = f"at or below the prune cut at event {first_id - 1}" if pruned else "before event 1"
+    raise _Break(
+        stray, f"event {stray} lies {where}: it was inserted after the chain passed there"
+    )
 
 
 def _check_event(row, expected_id, expected_prev, signed):

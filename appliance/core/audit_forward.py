@@ -49,6 +49,10 @@ SD_ID = "cloudboot@32473"
 APP_NAME = "cloudboot"
 BATCH = 200
 ACK_TIMEOUT_SECONDS = 10.0
+# A collector that accepts and then says nothing (a TLS handshake never answered, a
+# receive window that never opens) would otherwise hold the forwarder for good: past
+# this, the connection is dropped and opened again.
+SEND_TIMEOUT_SECONDS = 30.0
 TCP_ESTABLISHED = 1
 
 
@@ -196,7 +200,8 @@ class Forwarder:
         return await trio.open_tcp_stream(host, port)
 
     async def _run_stream(self):
-        stream = await self._connect()
+        with trio.fail_after(SEND_TIMEOUT_SECONDS):
+            stream = await self._connect()
         raw = stream.transport_stream if self.target.transport == "tls" else stream
         log.info("audit forwarding connected to %s", self.target.name)
         async with stream:
@@ -206,7 +211,8 @@ class Forwarder:
                     await trio.sleep(self.poll_seconds)
                     continue
                 payload = b"".join(frame(format_message(e, self.hostname)) for e in events)
-                await stream.send_all(payload)
+                with trio.fail_after(SEND_TIMEOUT_SECONDS):
+                    await stream.send_all(payload)
                 await self._wait_acknowledged(raw.socket)
                 await self.store.write(advance, self.target.name, events[-1]["id"])
                 self.sent += len(events)

@@ -62,7 +62,7 @@ _X86_64 = {
     "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435, "pidfd_getfd": 438,
     "mount_setattr": 442, "landlock_create_ruleset": 444, "landlock_add_rule": 445,
-    "landlock_restrict_self": 446,
+    "landlock_restrict_self": 446, "memfd_create": 319, "memfd_secret": 447,
 }  # fmt: skip
 _AARCH64 = {
     "ioctl": 29, "socket": 198, "socketpair": 199, "clone": 220,
@@ -78,7 +78,7 @@ _AARCH64 = {
     "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435, "pidfd_getfd": 438,
     "mount_setattr": 442, "landlock_create_ruleset": 444, "landlock_add_rule": 445,
-    "landlock_restrict_self": 446,
+    "landlock_restrict_self": 446, "memfd_create": 279, "memfd_secret": 447,
 }  # fmt: skip
 
 # AUDIT_ARCH_* values from include/uapi/linux/audit.h: the seccomp filter checks them

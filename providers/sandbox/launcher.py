@@ -25,6 +25,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import sys
 import traceback
 
@@ -45,6 +46,9 @@ def main():
     spec_fd, report_fd = int(sys.argv[1]), int(sys.argv[2])
     with os.fdopen(spec_fd, "rb") as handle:
         spec = json.loads(handle.read())
+    # The report pipe is the runner's record of the run: the provider must never inherit
+    # it (it could forge protections, refusals or a setup failure, or flood the runner).
+    os.set_inheritable(report_fd, False)
     report = os.fdopen(report_fd, "w", buffering=1)
     try:
         code = launch(spec, report)
@@ -70,6 +74,7 @@ def launch(spec, report):
     pid = os.fork()
     if pid == 0:
         parent_end.close()
+        report.close()  # only the launcher writes the report; init and the provider never
         _child(spec, child_end, namespaces)
     child_end.close()
     _return_to(own)
@@ -174,6 +179,7 @@ def _confine(spec, namespaces):
     os.chdir(spec["workdir"])
     # A granted device node is opened through its group's permission; Landlock then
     # limits the run to exactly the granted nodes of that group.
+    spec["devices"] = _checked_devices(spec["devices"])
     device_groups = sorted({os.stat(device["path"]).st_gid for device in spec["devices"]})
     found.update(_drop_privileges(spec["uid"], spec["gid"], device_groups))
     found["devices"] = [device["path"] for device in spec["devices"]]
@@ -183,6 +189,29 @@ def _confine(spec, namespaces):
     found.update(_landlock(spec))
     found.update(_seccomp(spec))
     return found
+
+
+def _checked_devices(devices):
+    """The granted devices by their real paths, each a device node under /dev.
+
+    A path under /dev may be an ordinary file or a symlink that any local user left in
+    /dev/shm: granting it would hand the provider that file's group and a Landlock rule on
+    whatever it points at. Resolved once here, so the rule and the group are taken from
+    the node that was checked, not from a link that can change meanwhile.
+    """
+    checked = []
+    for device in devices:
+        real = os.path.realpath(device["path"])
+        try:
+            info = os.lstat(real)
+        except OSError as exc:
+            raise RuntimeError(f"granted device {device['path']}: {exc.strerror}") from None
+        if not real.startswith("/dev/") or not (
+            stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+        ):
+            raise RuntimeError(f"granted device {device['path']} is not a device node in /dev")
+        checked.append({**device, "path": real})
+    return checked
 
 
 def _drop_privileges(uid, gid, groups):

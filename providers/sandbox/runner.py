@@ -30,6 +30,8 @@ DEFAULT_RUNTIME_ROOT = "/opt/cloudboot/runtime"
 DEFAULT_REQUIRED = ("namespaces", "no_new_privs", "landlock_fs", "seccomp", "rlimits")
 UID_BASE = 2_100_000_000  # far above any account a distribution hands out
 STDERR_TAIL = 8192
+# Longest line the launcher's report may hold (a "started" line is a few KiB).
+REPORT_LINE_LIMIT = 1 << 20
 INTERPRETERS = {
     "python3": ["/usr/bin/python3", "-I", "-B"],
     "sh": ["/bin/sh"],
@@ -310,22 +312,28 @@ class _Supervisor:
     def _on_report(self, chunk):
         self.report_buffer += chunk
         *lines, self.report_buffer = self.report_buffer.split(b"\n")
+        if len(self.report_buffer) > REPORT_LINE_LIMIT:
+            # The launcher writes short lines; anything this long is not one of them and
+            # must not grow in this process's memory.
+            self.report_buffer = b""
         for line in lines:
             try:
                 fact = json.loads(line)
             except ValueError:
                 continue  # blank, or cut short by a killed launcher
-            if fact["event"] == "started":
+            if not isinstance(fact, dict):
+                continue
+            if fact.get("event") == "started":
                 self.protections = fact["protections"]
-            elif fact["event"] == "connection":
+            elif fact.get("event") == "connection":
                 self.connections.append({k: v for k, v in fact.items() if k != "event"})
-            elif fact["event"] == "refusal":
+            elif fact.get("event") == "refusal":
                 self.refusals.append({k: v for k, v in fact.items() if k != "event"})
-            elif fact["event"] == "setup_failed":
+            elif fact.get("event") == "setup_failed":
                 self.setup_error = fact["message"]
                 if fact.get("trace"):
                     log.debug("sandbox launcher failed:\n%s", fact["trace"])
-            elif fact["event"] == "exit":
+            elif fact.get("event") == "exit":
                 self.exit_code = fact["code"]
 
     def _kill(self, reason, message):

@@ -38,6 +38,9 @@ REFUSED = (
     "adjtimex", "acct", "quotactl", "vhangup", "syslog", "personality", "userfaultfd",
     # io_uring runs syscalls the filter never sees
     "io_uring_setup", "io_uring_enter", "io_uring_register",
+    # an anonymous file is executable through /proc/self/fd or execveat: it would run code
+    # the provider wrote, which the noexec work directory and Landlock otherwise prevent
+    "memfd_create", "memfd_secret",
 )  # fmt: skip
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10

@@ -1,0 +1,6 @@
+"""The IPMI BMC provider (a provider package: provider.json, provider.py and ipmitool.py).
+
+Importable as providers.ipmi for tests and appliance code; in production it runs only
+inside the provider sandbox. It must never import appliance code: the package is shipped
+on its own.
+"""

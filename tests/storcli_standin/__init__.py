@@ -1,0 +1,1 @@
+"""The storcli stand-in: a fake tool directory that replays ../shared/corpus/storcli."""
