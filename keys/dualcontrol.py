@@ -98,7 +98,7 @@ class DualControlMaster(MasterKeySource):
 
     def __init__(self, data_dir, audit_fn):
         self.path = Path(keys_dir(data_dir)) / STATE_NAME
-        state = read_json(self.path, "dual-control state", STATE_FORMAT)
+        state = self._state()
         super().__init__(state["key_id"], audit_fn)
         self._versions: dict[int, bytearray] = {}
         self._pending: dict[str, tuple[int, bytearray]] = {}

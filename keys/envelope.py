@@ -65,6 +65,15 @@ class Keyring:
             keyring.get("active"), dict
         ):
             raise KeysError(f"keyring {self.path} is damaged")
+        for key_id, record in keyring["data_keys"].items():
+            if not _record_is_sound(record):
+                raise KeysError(f"keyring {self.path} is damaged: data key {key_id!r}")
+        for purpose, key_id in keyring["active"].items():
+            if key_id not in keyring["data_keys"]:
+                raise KeysError(
+                    f"keyring {self.path} is damaged: active key {key_id!r} for {purpose!r} "
+                    "is not in it"
+                )
         return keyring
 
     def _data_key_id(self, purpose: str, actor: str) -> str:
@@ -151,6 +160,7 @@ class Keyring:
     def rotate_master(self, actor: str | None = None, **options) -> dict:
         """`keys rotate`: a new master version, then every data key re-wrapped under it."""
         actor = actor or self.actor
+        self._load()  # a damaged keyring is reported before a new master version is made
         version = self.master.rotate(actor=actor, **options)
         rewrapped = self.rewrap_all(actor)
         return {"key_id": self.master.key_id, "version": version, "rewrapped": rewrapped}
@@ -186,6 +196,20 @@ class Keyring:
                 for key_id, record in sorted(keyring["data_keys"].items())
             ],
         }
+
+
+def _record_is_sound(record) -> bool:
+    """A data key record has the fields every reader of the keyring relies on."""
+    if not isinstance(record, dict) or not isinstance(record.get("wrapped"), dict):
+        return False
+    wrapped = record["wrapped"]
+    return (
+        isinstance(record.get("purpose"), str)
+        and isinstance(record.get("created"), str)
+        and isinstance(wrapped.get("key_id"), str)
+        and type(wrapped.get("version")) is int
+        and isinstance(wrapped.get("blob"), str)
+    )
 
 
 def _check_purpose(purpose: str) -> None:

@@ -316,8 +316,25 @@ def save_config(data_dir, config: dict) -> None:
     write_json(keys_dir(data_dir) / CONFIG_NAME, config)
 
 
+# The settings each source needs in master.json, all text.
+CONFIG_FIELDS = {
+    "key-file": ("key_file",),
+    "dual-control": (),
+    "pkcs11": ("library", "token_label", "pin_file"),
+}
+
+
 def load_config(data_dir) -> dict:
-    return read_json(keys_dir(data_dir) / CONFIG_NAME, "keys configuration (run `keys init`)")
+    """master.json, checked: a known source with the settings it needs, or a KeysError."""
+    path = keys_dir(data_dir) / CONFIG_NAME
+    config = read_json(path, "keys configuration (run `keys init`)")
+    source = config.get("source") if isinstance(config, dict) else None
+    if source not in CONFIG_FIELDS:
+        raise KeysError(f"keys configuration {path} is damaged: unknown source {source!r}")
+    for name in CONFIG_FIELDS[source]:
+        if not isinstance(config.get(name), str) or not config[name]:
+            raise KeysError(f"keys configuration {path} is damaged: no {name} for {source}")
+    return config
 
 
 def load_master(data_dir, audit=None) -> MasterKeySource:

@@ -86,8 +86,15 @@ class IpmiSim:
         (self.directory / "power").write_text(power + "\n")
         (self.directory / "boot").write_text("default\n")
         config = self.directory / "lan.conf"
-        config.write_text(LAN_CONF.format(port=self.port, guid=os.urandom(16).hex(),
-                                          script=script, user=USER, password=PASSWORD))  # fmt: skip
+        config.write_text(
+            LAN_CONF.format(
+                port=self.port,
+                guid=os.urandom(16).hex(),
+                script=script,
+                user=USER,
+                password=PASSWORD,
+            )
+        )
         emulation = self.directory / "emulation"
         emulation.write_text(EMULATION)
         (self.directory / "state").mkdir()

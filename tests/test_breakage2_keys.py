@@ -94,3 +94,60 @@ def test_a_share_from_another_init_does_not_unseal_and_leaves_nothing_behind(tmp
         master.unseal("bob", OFFICERS["bob"])
     assert master.is_sealed()
     assert master.status()["shares_entered"] == []
+
+
+DAMAGED_CONFIGS = [
+    "[]",
+    '{"source": "key-file"}',
+    '{"source": "key-file", "key_file": 5}',
+    '{"source": "pkcs11", "pin_file": "/etc/cloudboot/pin"}',
+]
+
+
+@pytest.mark.parametrize("text", DAMAGED_CONFIGS)
+def test_a_damaged_master_json_is_a_one_line_error(tmp_path, text):
+    from keys.cli import keys_status
+
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "master.json").write_text(text)
+
+    with pytest.raises(KeysError, match="is damaged"):
+        keys_status(data_dir=tmp_path)
+
+
+def test_a_damaged_dual_control_state_is_a_one_line_error(tmp_path):
+    from keys.cli import keys_status
+
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "master.json").write_text('{"source": "dual-control"}')
+    (tmp_path / "keys" / "dual-control.json").write_text('{"format": "cloudboot.dual-control/1"}')
+
+    with pytest.raises(KeysError, match="is damaged"):
+        keys_status(data_dir=tmp_path)
+
+
+DAMAGED_KEYRINGS = [
+    {"data_keys": {"x": {"wrapped": {"version": "zz"}}}, "active": {}},
+    {"data_keys": {"x": []}, "active": {}},
+    {"data_keys": {}, "active": {"backups": "backups-missing"}},
+]
+
+
+@pytest.mark.parametrize("keyring", DAMAGED_KEYRINGS)
+def test_a_damaged_keyring_is_a_one_line_error(tmp_path, keyring):
+    import json
+
+    from keys.cli import keys_rotate, keys_status
+    from keys.master import save_config
+
+    data, etc = tmp_path / "data", tmp_path / "etc"
+    etc.mkdir()
+    make_key_file(etc, data)
+    save_config(data, {"source": "key-file", "key_file": str(etc / "master.key")})
+    document = {"format": "cloudboot.keyring/1", **keyring}
+    (data / "keys" / "keyring.json").write_text(json.dumps(document))
+
+    with pytest.raises(KeysError, match="is damaged"):
+        keys_status(data_dir=data)
+    with pytest.raises(KeysError, match="is damaged"):
+        keys_rotate(data_dir=data)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from providers import manifest
+from providers import manifest, protocol
 from providers.sandbox import limits, runner
 from tests.hostile.support import make_lab, require_sandbox
 
@@ -110,3 +110,15 @@ def test_a_granted_device_that_is_not_a_device_is_refused(lab, plain_file_under_
     assert result.reason == "sandbox_setup_failed", result.to_dict()
     assert "is not a device node" in result.message
     assert SECRET not in repr(result.to_dict())
+
+
+def test_a_relative_runtime_root_still_gives_a_writable_work_directory(lab, monkeypatch):
+    target = lab.provider("well_behaved")
+    monkeypatch.chdir(lab.root)
+
+    found = manifest.load(target)
+    request = protocol.make_request("inventory")
+    settings = runner.SandboxSettings(runtime_root="runtime")
+    result = runner.run(target, found, request, settings=settings)
+
+    assert result.status == "succeeded", result.to_dict()

@@ -208,3 +208,26 @@ def test_the_provider_never_prints_the_password(bmc):
     assert events[-1]["status"] == "succeeded"
     assert events[-1]["data"]["system_path"] == "/redfish/v1/Systems/437XR1138R2"
     assert PASSWORD not in json.dumps(events)
+
+
+@pytest.mark.parametrize(
+    "path, key, value",
+    [
+        ("/redfish/v1/Systems", "Members", "not-a-list"),
+        ("/redfish/v1/Systems/437XR1138R2", "Actions", ["not", "an", "object"]),
+        ("/redfish/v1/Systems/437XR1138R2", "Boot", 42),
+        ("/redfish/v1/Systems/437XR1138R2", "ProcessorSummary", "two"),
+    ],
+)
+@pytest.mark.parametrize("action", ["power_off", "boot_pxe_once", "inventory"])
+def test_documents_of_the_wrong_shape_give_one_failed_result(bmc, path, key, value, action):
+    bmc.documents[path][key] = value
+    params = {"host": "127.0.0.1", "port": bmc.port, "scheme": "http", "username": USER,
+              "password": PASSWORD, "power_timeout_seconds": 3}  # fmt: skip
+
+    events = run_provider({"action": action, "params": params})
+
+    results = [e for e in events if e["type"] == "result"]
+    assert len(results) == 1 and events[-1] is results[0]
+    if results[0]["status"] == "failed":
+        assert results[0]["message"]

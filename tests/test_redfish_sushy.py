@@ -14,7 +14,6 @@ import time
 import uuid
 from pathlib import Path
 
-import bcrypt
 import pytest
 
 from providers import manifest, protocol
@@ -24,6 +23,7 @@ from providers.sandbox import runner
 from tests.hostile.support import make_lab, require_sandbox
 from tests.redfish_support import Recorder, self_signed_certificate
 
+bcrypt = pytest.importorskip("bcrypt", reason="sushy-tools (pip, test extras) brings bcrypt")
 REPO = Path(__file__).resolve().parent.parent
 SUSHY = Path(sys.executable).parent / "sushy-emulator"
 USER, PASSWORD = "cloudboot", "sushy-pass-7"
@@ -148,8 +148,14 @@ def sandboxed_copy(lab, port):
 
 
 def run_sandboxed(lab, directory, sushy, action):
-    params = {"host": "127.0.0.1", "port": sushy.port, "username": USER, "password": PASSWORD,
-              "tls_fingerprint_sha256": sushy.fingerprint, "power_timeout_seconds": 60}  # fmt: skip
+    params = {
+        "host": "127.0.0.1",
+        "port": sushy.port,
+        "username": USER,
+        "password": PASSWORD,
+        "tls_fingerprint_sha256": sushy.fingerprint,
+        "power_timeout_seconds": 60,
+    }
     request = protocol.make_request(action, params, job_id=f"redfish-{action}")
     settings = runner.SandboxSettings(runtime_root=str(lab.runtime))
     found = manifest.load(directory)

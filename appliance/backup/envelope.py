@@ -85,17 +85,17 @@ def read_header(blob):
     except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as e:
         raise EnvelopeError(f"the file is not a CloudBoot backup (not CBOR: {e})") from None
 
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise EnvelopeError(
+            f"the file is not a CloudBoot backup (format {found!r}, expected {FORMAT!r})"
+        )
     if stream.tell() != len(blob):
         # Bytes after the map are covered by no authentication: a file carrying them is
         # not the file that was written, whatever it hides there.
         raise EnvelopeError(
             f"the file has {len(blob) - stream.tell()} bytes after the backup's end: "
             "it was altered or joined to something else"
-        )
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        found = document.get("format") if isinstance(document, dict) else type(document).__name__
-        raise EnvelopeError(
-            f"the file is not a CloudBoot backup (format {found!r}, expected {FORMAT!r})"
         )
     for name, kind in {**_HEADER_TYPES, "ciphertext": bytes}.items():
         if not isinstance(document.get(name), kind):

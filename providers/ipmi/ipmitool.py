@@ -125,8 +125,8 @@ class Bmc:
         if flags["valid"] is False:
             # IPMI 2.0 section 28.12: the BMC clears the valid bit 60 s after it was set
             # unless told otherwise; ipmi_sim never reports it set.
-            self.events.log("warning", "the BMC reports the boot flags as not valid: "
-                                       "the PXE override may be ignored at the next boot")  # fmt: skip
+            warning = "the BMC reports the boot flags as not valid: the PXE override may be "
+            self.events.log("warning", warning + "ignored at the next boot")
         return {"message": f"boot device read back: {flags['device']}", "data": flags}
 
 

@@ -88,6 +88,10 @@ def handle(request, events, sleep=None):
         timeout = params.get("power_timeout_seconds", 90)
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             raise ValueError(f"params.power_timeout_seconds: expected > 0, got {timeout!r:.40}")
+        if params.get("boot_mode") not in (None, "UEFI", "Legacy"):
+            raise ValueError(
+                f"params.boot_mode: expected UEFI or Legacy, got {params['boot_mode']!r:.40}"
+            )
     except ValueError as exc:
         events.result("failed", f"bad request: {exc}")
         return
@@ -100,6 +104,12 @@ def handle(request, events, sleep=None):
         outcome = ACTIONS[action](system, params)
     except BmcError as exc:
         events.result("failed", str(exc), {"http_status": exc.status})
+        return
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+        # A document of the wrong shape (a list where the schema has an object, ...): the
+        # job gets one clear failure instead of a traceback and no result.
+        message = f"unexpected document from the BMC: {type(exc).__name__}: {exc}"
+        events.result("failed", message[:400])
         return
     data = {"system_path": system.path, **outcome["data"]}
     events.result("succeeded", outcome["message"], data)

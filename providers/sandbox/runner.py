@@ -147,6 +147,9 @@ def _granted_devices(manifest, grants):
 
 
 def _make_workdir(root, run_id):
+    # Absolute: the launcher changes into the work directory before Landlock's rules are
+    # opened, so a relative path would name nothing and leave the work dir unwritable.
+    root = os.path.abspath(root)
     os.makedirs(root, mode=0o711, exist_ok=True)
     path = os.path.join(root, run_id)
     os.mkdir(path, 0o700)
