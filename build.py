@@ -136,10 +136,18 @@ def cmd_test(args):
     run([VENV / "bin" / "ruff", "check", REPO], cwd=REPO)
     run([VENV / "bin" / "ruff", "format", "--check", "--quiet", REPO], cwd=REPO)
 
-    pytest_run(args.pytest_args, "not vm")
-    if not args.fast:
-        ensure_bootos()
-        pytest_run(args.pytest_args, "vm")
+    if args.pytest_args:
+        # A chosen subset (`build.py test -k dhcp`, `build.py test tests/test_cli.py`)
+        # runs once, as asked; BootOS is built first unless --fast.
+        if not args.fast:
+            ensure_bootos()
+        marker = "not vm" if args.fast else "vm or not vm"
+        pytest_run(args.pytest_args, marker)
+    else:
+        pytest_run([], "not vm")
+        if not args.fast:
+            ensure_bootos()
+            pytest_run([], "vm")
 
     print(f"==> all tests passed in {time.monotonic() - started:.0f} s", flush=True)
 
@@ -175,9 +183,12 @@ def main():
     parser = argparse.ArgumentParser(prog="build.py", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    test = commands.add_parser("test", help="install what the tests need and run them")
+    test = commands.add_parser(
+        "test",
+        help="install what the tests need and run them",
+        description="Any other arguments go to pytest, e.g. `build.py test -k dhcp`.",
+    )
     test.add_argument("--fast", action="store_true", help="skip the QEMU virtual-machine tests")
-    test.add_argument("pytest_args", nargs="*", help="extra arguments for pytest")
 
     lab = commands.add_parser("lab", help="run the main job on the virtual PXE lab")
     lab.add_argument("--down", action="store_true", help="remove everything the lab made")
@@ -187,7 +198,12 @@ def main():
     commands.add_parser("binary", help="build the single-file cloudboot program")
     commands.add_parser("image", help="build the hardened appliance disk image")
 
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()
+    if extra and args.command != "test":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pytest_args = [a for a in extra if a != "--"]
+    if args.command == "lab" and args.machines < 1:
+        parser.error("lab --machines must be at least 1")
     handler = {
         "test": cmd_test,
         "lab": cmd_lab,

@@ -170,6 +170,11 @@ def cmd_version(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    # keys, backup and serve hold key material in memory: no core dumps, and
+    # no ptrace or /proc/<pid>/mem by other users, for every subcommand alike.
+    from keys import hygiene
+
+    hygiene.harden_process()
     handlers = {
         "serve": cmd_serve,
         "token": cmd_token_issue,

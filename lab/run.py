@@ -32,12 +32,42 @@ def lab_dir(repo):
     return Path(repo) / ".lab"
 
 
+# The lab's namespace names are fixed (so `--down` finds them), so two
+# checkouts on one machine would share them: this file says whose lab runs.
+OWNER_FILE = Path("/run/cloudboot-lab.owner")
+
+
+def _owner():
+    try:
+        return OWNER_FILE.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _foreign_lab(repo):
+    """The other checkout whose lab is running, or "" when none (or ours) is."""
+    owner = _owner()
+    running = netns.exists(NETNS) or netns.exists(DHCP_NETNS)
+    if running and owner and owner != str(Path(repo).resolve()):
+        return owner
+    return ""
+
+
 def up(repo: Path, machines: int = 3) -> int:
     """Start the lab and wait for every VM to register; 0 on success, 1 with a message if not."""
     repo = Path(repo)
+    other = _foreign_lab(repo)
+    if other:
+        print(
+            f"lab: a lab started from {other} is running; run `python3 build.py lab --down` "
+            "there first",
+            file=sys.stderr,
+        )
+        return 1
     if (lab_dir(repo) / "state.json").exists():
         print("lab: a previous lab is recorded; taking it down first")
         down(repo)
+    OWNER_FILE.write_text(f"{repo.resolve()}\n")
 
     network = netns.LabNetwork(netns=NETNS, dhcp_netns=DHCP_NETNS)
     lab = session.LabSession(repo, lab_dir(repo), network, report=_say)
@@ -71,10 +101,14 @@ def _bring_up(repo, lab, specs):
     forwarder = _forward_to_loopback(lab)
     lab.processes["socat"] = forwarder
     _write_state(lab, specs)
-    print(f"\nAPI inside the lab:  https://{lab.network.appliance_address}/api/v1")
-    print(f"API from this host:  https://127.0.0.1:{HOST_PORT}/api/v1 (self-signed certificate)")
-    print(f"admin token:         {lab.token}")
-    print("take it down with:   python3 build.py lab --down")
+    base = f"https://127.0.0.1:{HOST_PORT}"
+    print(f"\nappliance inside the lab: https://{lab.network.appliance_address}")
+    print(f"appliance from this host: {base} (self-signed certificate)")
+    print(f"admin token:              {lab.token}")
+    print("try it:")
+    print(f'  curl -sk -H "Authorization: Bearer {lab.token}" {base}/api/v1/machines')
+    print("the API is described in docs/api.md; take the lab down with:")
+    print("  python3 build.py lab --down")
     return 0 if all(not p.problems for p in lab.progress.values()) else 1
 
 
@@ -161,13 +195,20 @@ def _cmdline(pid):
         return ""
 
 
-def down(repo: Path, *, default_netns=(NETNS, DHCP_NETNS)) -> int:
+def down(repo: Path, *, default_netns=None) -> int:
     """Stop what the lab recorded, delete its namespaces and .lab; safe to run again.
 
     default_netns are deleted when no readable record names the namespaces
     (a test passes its own, so it never touches a developer's running lab).
     """
     directory = lab_dir(repo)
+    fixed_names = default_netns is None
+    default_netns = default_netns or (NETNS, DHCP_NETNS)
+    other = _foreign_lab(repo) if fixed_names else ""
+    if other:
+        print(f"lab: the running lab was started from {other}; leaving it alone", file=sys.stderr)
+        print("lab: run `python3 build.py lab --down` in that checkout", file=sys.stderr)
+        return 1
     state_path = directory / "state.json"
     state = {}
     if state_path.exists():
@@ -185,6 +226,8 @@ def down(repo: Path, *, default_netns=(NETNS, DHCP_NETNS)) -> int:
 
     if directory.exists():
         subprocess.run(["rm", "-rf", "--one-file-system", str(directory)], check=False)
+    if fixed_names:
+        OWNER_FILE.unlink(missing_ok=True)
     print("lab: down")
     return 0
 

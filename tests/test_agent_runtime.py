@@ -224,6 +224,7 @@ def test_a_bad_wait_job_fails_with_the_reason(appliance, certificate, machine):
     appliance.jobs.put(
         {"id": "j2", "kind": "wait", "params": {"seconds": 90}, "timeout_seconds": 60}
     )
+    appliance.jobs.put({"id": "j4", "kind": "wait", "params": {}})
     appliance.jobs.put({"id": "j3", "kind": "poweroff", "params": {}})
 
     make_runtime(appliance.url, certificate[2], machine).run()
@@ -232,6 +233,8 @@ def test_a_bad_wait_job_fails_with_the_reason(appliance, certificate, machine):
     assert results["j1"]["status"] == "failed"
     assert "'soon'" in results["j1"]["message"]
     assert "longer than its 60 s timeout" in results["j2"]["message"]
+    assert results["j4"]["status"] == "failed"
+    assert "params.seconds" in results["j4"]["message"]
     assert machine.sleeps == []
 
 

@@ -230,15 +230,25 @@ def open_trigger_sql():
 async def test_the_head_is_signed_at_intervals_and_only_when_it_moved(tmp_path):
     store = await open_store(tmp_path)
     await add_events(store, 3)
+
+    def signed(conn):
+        return [row[0] for row in conn.execute("SELECT event_id FROM audit_heads ORDER BY id")]
+
+    async def until_signed(event_id):
+        # Waits on what happened, not on wall time: the machine may be slow.
+        with trio.fail_after(30):
+            while event_id not in await store.read(signed):
+                await trio.sleep(0.02)
+        # Several more intervals with nothing new: no further head may appear.
+        await trio.sleep(0.3)
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(audit_chain.sign_heads_forever, store, tmp_path, 0.05)
-        await trio.sleep(0.3)
+        await until_signed(3)
         await add_events(store, 2)
-        await trio.sleep(0.3)
+        await until_signed(5)
         nursery.cancel_scope.cancel()
-    heads = await store.read(
-        lambda conn: conn.execute("SELECT event_id FROM audit_heads ORDER BY id").fetchall()
-    )
+    heads = [(event_id,) for event_id in await store.read(signed)]
     await store.close()
     # One head per position the chain reached, not one per interval.
     assert [h[0] for h in heads] == [3, 5]

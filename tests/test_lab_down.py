@@ -3,6 +3,7 @@
 import json
 import secrets
 import subprocess
+import uuid
 
 import pytest
 
@@ -46,3 +47,23 @@ def test_down_stops_recorded_processes_and_deletes_namespaces(tmp_path):
             process.wait()
         for name in names:
             netns.delete(name)
+
+
+@pytest.mark.netns
+def test_down_from_another_checkout_leaves_a_running_lab_alone(tmp_path, monkeypatch):
+    name = f"cbt-own-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setattr(run, "NETNS", name)
+    monkeypatch.setattr(run, "DHCP_NETNS", name + "-d")
+    monkeypatch.setattr(run, "OWNER_FILE", tmp_path / "owner")
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (tmp_path / "owner").write_text(f"{first.resolve()}\n")
+    netns.create(name)
+    try:
+        assert run.down(second) == 1
+        assert netns.exists(name)
+        assert run.up(second, machines=1) == 1
+        assert netns.exists(name)
+    finally:
+        netns.delete(name)

@@ -319,8 +319,9 @@ class Runtime:
         return "succeeded", "powering off", {}, ["poweroff", "-f"]
 
     def _job_wait(self, job):
-        seconds = job["params"].get("seconds", 0)
+        seconds = job["params"].get("seconds")
         limit = job.get("timeout_seconds") or MAX_WAIT_JOB_SECONDS
+        # A missing duration is a mistake in the request, not a wait of nothing.
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             return "failed", f"wait needs params.seconds >= 0, got {seconds!r}", {}, None
         if seconds > limit:
