@@ -132,6 +132,7 @@ def run_benchmark(args):
 
     # SIGTERM should clean up like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
+    stop_on_sigint()
     suffix = os.urandom(3).hex()
     with tempfile.TemporaryDirectory(prefix="bench-dhcp-") as work, lab(suffix) as (net, ifs):
         work = Path(work)
@@ -346,6 +347,7 @@ def serve_cloudboot(address, interface, level, log_file, profile=None):
     from appliance.boot import proxydhcp
     from appliance.config import Settings
 
+    stop_on_sigint()
     with open(log_file, "a") as stream:
         log.setup(level, "text", stream=stream)
         profiler = None
@@ -378,8 +380,16 @@ def serve_floor(interface):
             if data[0] == BOOTREQUEST:
                 await sock.sendto(b"\x02" + data[1:], ("255.255.255.255", 68))
 
+    stop_on_sigint()
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(answer)
+
+
+def stop_on_sigint():
+    # A shell starting the benchmark in the background leaves SIGINT ignored,
+    # and children inherit that; the server must still stop (and write its
+    # profile) when the benchmark sends SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # The client: runs inside the client namespace, prints one JSON object.
@@ -437,10 +447,14 @@ def discover_template():
 
 
 def patch(template, number, xid):
-    """A distinct client per packet: new xid, MAC 02:xx:xx:xx:xx:xx and GUID."""
+    """A distinct client per packet: new xid, MAC 02:ss:nn:nn:nn:nn and GUID.
+
+    ss is the top byte of the xid (the run's seed), so no MAC comes back in a
+    later run and trips the server's boot-loop watch.
+    """
     packet, guid_offset = template
     struct.pack_into("!I", packet, XID_OFFSET, xid)
-    struct.pack_into("!HI", packet, CHADDR_OFFSET, 0x0200, number)
+    struct.pack_into("!BBI", packet, CHADDR_OFFSET, 0x02, xid >> 24, number)
     struct.pack_into("!IIII", packet, guid_offset, number, xid, number, xid)
     return packet
 

@@ -82,9 +82,20 @@ def layer():
 
 
 def combined_initrd():
-    """BootOS's initramfs, then ours: the kernel unpacks both, later files winning."""
-    base = (BOOTOS / "initrd.img").read_bytes()
+    """BootOS's initramfs, then ours: the kernel unpacks both, later files winning.
+
+    Both go in uncompressed: an uncompressed archive after a compressed one
+    depended on where the compressed stream happened to end, and one BootOS
+    build failed with "Initramfs unpacking failed: invalid magic".
+    """
+    base = subprocess.run(
+        ["zstd", "-dc", str(BOOTOS / "initrd.img")], capture_output=True, check=True
+    ).stdout
     return base + b"\0" * (-len(base) % 512) + layer()
+
+
+# Lines after which the VM can only sit at a shell: stop waiting at once.
+FAILURE_MARKS = ("Initramfs unpacking failed", "Kernel panic", "cannot start:", "can't run")
 
 
 def boot(workdir, timeout=900):
@@ -99,8 +110,17 @@ def boot(workdir, timeout=900):
         "-append", "console=ttyS0 panic=-1 quiet",
     ]  # fmt: skip
     started = time.monotonic()
-    subprocess.run(argv, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
-    text = console.read_text(errors="replace")
+    qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    try:
+        while qemu.poll() is None and time.monotonic() - started < timeout:
+            text = console.read_text(errors="replace") if console.exists() else ""
+            if any(mark in text for mark in FAILURE_MARKS):
+                break
+            time.sleep(1)
+    finally:
+        qemu.kill()
+        qemu.wait()
+    text = console.read_text(errors="replace") if console.exists() else ""
     for line in text.splitlines():
         if line.startswith(MARKER):
             return json.loads(line[len(MARKER) :]), time.monotonic() - started
