@@ -16,7 +16,9 @@ from dataclasses import dataclass
 MDADM_PATHS = ("/usr/sbin/mdadm", "/sbin/mdadm")
 LEVELS = {1: 2, 10: 4}  # level -> fewest devices
 # Whole disks and partitions under /dev: sdb, vdc, nvme0n1, nvme0n1p2, xvdb, sdb1.
-DEVICE = re.compile(r"^/dev/(?:[sv]d[a-z]{1,2}\d{0,3}|xvd[a-z]{1,2}\d{0,3}|nvme\d{1,3}n\d{1,3}(?:p\d{1,3})?)$")
+DEVICE = re.compile(
+    r"^/dev/(?:[sv]d[a-z]{1,2}\d{0,3}|xvd[a-z]{1,2}\d{0,3}|nvme\d{1,3}n\d{1,3}(?:p\d{1,3})?)$"
+)
 # mdadm turns /dev/md/NAME into the array's name; keep it to what every tool passes
 # through unquoted, and short enough for the 32-byte name field of v1.x superblocks
 # together with a home-host prefix.
@@ -55,7 +57,9 @@ def level(value):
 def devices(value, raid_level):
     """The member list: block device paths, no duplicates, enough for the level."""
     if not isinstance(value, list) or not value:
-        raise CommandError(f'devices must be a non-empty list like ["/dev/sdb", ...], got {value!r}')
+        raise CommandError(
+            f'devices must be a non-empty list like ["/dev/sdb", ...], got {value!r}'
+        )
     for device in value:
         if not isinstance(device, str) or not DEVICE.match(device):
             raise CommandError(
