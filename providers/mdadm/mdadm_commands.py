@@ -7,8 +7,10 @@ Nothing here may build a command line from text it has not validated: mdadm writ
 superblocks over whatever disk it is given.
 """
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 from dataclasses import dataclass
 
@@ -133,19 +135,32 @@ def zero_superblock(device):
 
 
 def run(mdadm, words, timeout=DEFAULT_TIMEOUT):
-    """Run mdadm with `words`; never through a shell. Raises CommandError on timeout."""
+    """Run mdadm with `words`; never through a shell. Raises CommandError on timeout.
+
+    mdadm runs in a session of its own so that a timeout kills whatever it started too:
+    a child left holding the output pipes would keep this call waiting past the timeout.
+    """
     argv = [mdadm, *words]
     try:
-        done = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        raise CommandError(f"mdadm {' '.join(words)}: no answer in {timeout:g} s") from None
     except OSError as exc:
         raise CommandError(f"cannot run {mdadm}: {exc.strerror}") from None
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise CommandError(f"mdadm {' '.join(words)}: no answer in {timeout:g} s") from None
     return Output(
         argv,
-        done.returncode,
-        done.stdout.decode("utf-8", "replace"),
-        done.stderr.decode("utf-8", "replace"),
+        process.returncode,
+        stdout.decode("utf-8", "replace"),
+        stderr.decode("utf-8", "replace"),
     )

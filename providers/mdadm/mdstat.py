@@ -25,7 +25,8 @@ SYNC = re.compile(
     r"(?:(?P<percent>[\d.]+)%|(?P<state>DELAYED|PENDING))"
 )
 LEVELS = ("linear", "multipath", "raid0", "raid1", "raid4", "raid5", "raid6", "raid10", "faulty")
-EXPORT_LINE = re.compile(r"^(?P<key>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+# Keys are upper case except the device part of MD_DEVICE_dev_vda_ROLE.
+EXPORT_LINE = re.compile(r"^(?P<key>MD_[A-Za-z0-9_]+)=(?P<value>.*)$")
 
 
 class MdstatError(ValueError):

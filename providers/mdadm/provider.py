@@ -22,6 +22,7 @@ import mdstat as parser  # noqa: E402
 MDSTAT = "/proc/mdstat"
 MOUNTS = "/proc/self/mounts"
 SWAPS = "/proc/swaps"
+SYS_BLOCK = "/sys/class/block"
 
 
 class ActionFailed(Exception):
@@ -93,7 +94,6 @@ def _read_optional(path):
 def inventory(session):
     progress(20, f"reading {MDSTAT}")
     found = read_mdstat()
-    session.find_mdadm()
     for index, array in enumerate(found["arrays"]):
         progress(30 + 60 * index // max(len(found["arrays"]), 1), f"reading {array['path']}")
         _add_detail(session, array)
@@ -107,6 +107,11 @@ def _add_detail(session, array):
     array.update(name=None, uuid=None)
     if not array["active"]:
         return  # --detail on an inactive array says little and may fail; mdstat has it all
+    if session.mdadm is None:
+        session.mdadm = commands.find_mdadm()
+    if session.mdadm is None:
+        session.warn(f"mdadm not found: no name or uuid for {array['path']}")
+        return
     output = session.call(commands.detail(array["path"]))
     try:
         if output.exit_code != 0:
@@ -122,12 +127,12 @@ def create(session):
     words = commands.create(session.params)
     members = commands.devices(session.params["devices"], session.params["level"])
     wanted = f"/dev/md/{session.params['name']}"
-    session.find_mdadm()
 
     progress(10, f"checking {', '.join(members)}")
+    _check_not_in_use(members, read_mdstat())
     for device in members:
         _check_block_device(device)
-    _check_not_in_use(members, read_mdstat())
+    session.find_mdadm()
     _check_no_superblock(session, members)
     if os.path.lexists(wanted):
         raise ActionFailed(f"{wanted} already exists: pick another name or delete that array")
@@ -158,7 +163,12 @@ def _same_disk(a, b):
     a, b = os.path.basename(a), os.path.basename(b)
     short, long = sorted((a, b), key=len)
     rest = long[len(short) :]
-    return long.startswith(short) and (rest == "" or rest.lstrip("p").isdigit())
+    if not long.startswith(short):
+        return False
+    if short[-1].isdigit():
+        # nvme0n1's partitions are nvme0n1p1...; nvme0n12 is another namespace.
+        return rest == "" or (rest[:1] == "p" and rest[1:].isdigit())
+    return rest == "" or rest.isdigit()
 
 
 def _check_not_in_use(members, found):
@@ -176,6 +186,35 @@ def _check_not_in_use(members, found):
         for source, how in in_use:
             if _same_disk(device, os.path.realpath(source)) or _same_disk(device, source):
                 raise ActionFailed(f"{device} is in use: {source} is {how}")
+        holders = _holders(device)
+        if holders:
+            raise ActionFailed(f"{device} is in use: held by {', '.join(holders)}")
+
+
+def _holders(device):
+    """Whatever the kernel has stacked on a disk or its partitions (md, LVM, dm-crypt).
+
+    /sys/class/block/NAME/holders lists them; it catches an LVM volume or an encrypted
+    disk whose file system is mounted under a /dev/mapper name.
+    """
+    name = os.path.basename(device)
+    found = []
+    for directory in [os.path.join(SYS_BLOCK, name), *_partitions(name)]:
+        try:
+            found += [
+                f"{os.path.basename(directory)}: {h}" for h in os.listdir(f"{directory}/holders")
+            ]
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def _partitions(name):
+    try:
+        entries = os.listdir(os.path.join(SYS_BLOCK, name))
+    except OSError:
+        return []
+    return [os.path.join(SYS_BLOCK, name, e) for e in entries if e != name and _same_disk(name, e)]
 
 
 def _check_no_superblock(session, members):
@@ -214,11 +253,11 @@ def _check_created(array, level, members):
 
 def delete(session):
     path = commands.array(session.params.get("array"))
-    session.find_mdadm()
     progress(10, f"reading {path}")
     if not os.path.lexists(path):
         raise ActionFailed(f"no array {path}")
     array = _array_at(path, read_mdstat())
+    session.find_mdadm()
     _add_detail(session, array)
     for source in parser.mounted_sources(_read_optional(MOUNTS)):
         if _same_disk(array["device"], os.path.realpath(source)):

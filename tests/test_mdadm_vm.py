@@ -1,0 +1,212 @@
+"""The mdadm provider inside a BootOS VM: RAID 1 on two disks, RAID 10 on four, torn down.
+
+The build machines' kernel has no md driver, so only a VM can show an array. The test boots
+the built BootOS kernel and initramfs under QEMU (TCG, no network device) with four sparse
+virtio disks and an extra initramfs layer whose /init loads md_mod, raid1 and raid10 and
+runs tests/mdadm_in_vm.py, which prints one result line on the serial console. What is
+asserted is what an operator would check: /proc/mdstat as the kernel prints it, and the
+provider's own inventory. It skips when no BootOS build is present.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.hostile.test_hostile_bootos_vm import FAILURE_MARKS, newc
+from tests.mdadm_in_vm import MARKER
+
+REPO = Path(__file__).resolve().parent.parent
+BOOTOS = Path(os.environ.get("CLOUDBOOT_BOOTOS_DIR") or REPO / ".build" / "bootos")
+DISK_BYTES = 64 << 20
+BOOT_TIMEOUT = 170  # the whole VM run must stay under three minutes
+INIT = """#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+modprobe virtio_pci; modprobe virtio_blk
+modprobe md_mod; modprobe raid1; modprobe raid10
+/usr/bin/python3 /mdadm/in_vm.py
+echo CLOUDBOOT-MDADM-DONE
+poweroff -f
+"""
+
+
+def layer():
+    entries, seen = [("init", 0o100755, INIT.encode())], set()
+
+    def add(name, data):
+        for parent in list(Path(name).parents)[::-1][1:]:
+            if str(parent) not in seen:
+                seen.add(str(parent))
+                entries.append((str(parent), 0o040755, None))
+        entries.append((name, 0o100644, data))
+
+    for path in sorted((REPO / "providers").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".json"):
+            add(f"mdadm/repo/{path.relative_to(REPO)}", path.read_bytes())
+    add("mdadm/in_vm.py", (REPO / "tests" / "mdadm_in_vm.py").read_bytes())
+    return newc(entries)
+
+
+def initrd():
+    """BootOS's initramfs decompressed, then ours, both uncompressed (as the hostile test)."""
+    base = subprocess.run(
+        ["zstd", "-dc", str(BOOTOS / "initrd.img")], capture_output=True, check=True
+    ).stdout
+    return base + b"\0" * (-len(base) % 512) + layer()
+
+
+def boot(workdir):
+    image = workdir / "initrd-mdadm.img"
+    image.write_bytes(initrd())
+    console = workdir / "console.log"
+    argv = [
+        "qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "1",
+        "-display", "none", "-nodefaults", "-no-user-config", "-nic", "none", "-no-reboot",
+        "-serial", f"file:{console}",
+        "-kernel", str(BOOTOS / "vmlinuz"), "-initrd", str(image),
+        "-append", "console=ttyS0 panic=-1 quiet",
+    ]  # fmt: skip
+    for index in range(4):
+        disk = workdir / f"disk{index}.img"
+        with open(disk, "wb") as handle:
+            handle.truncate(DISK_BYTES)  # sparse: nothing is written until md writes
+        argv += ["-drive", f"file={disk},if=virtio,format=raw"]
+    started = time.monotonic()
+    qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    try:
+        while qemu.poll() is None and time.monotonic() - started < BOOT_TIMEOUT:
+            text = console.read_text(errors="replace") if console.exists() else ""
+            if any(mark in text for mark in FAILURE_MARKS) or MARKER in text:
+                break
+            time.sleep(1)
+    finally:
+        qemu.kill()
+        qemu.wait()
+    text = console.read_text(errors="replace") if console.exists() else ""
+    for line in text.splitlines():
+        if line.startswith(MARKER):
+            return json.loads(line[len(MARKER) :]), time.monotonic() - started
+    raise AssertionError(f"no result line on the console; its end:\n{text[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory):
+    if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("needs root and qemu-system-x86_64")
+    if not (BOOTOS / "vmlinuz").exists() or not (BOOTOS / "initrd.img").exists():
+        pytest.skip(f"no BootOS build in {BOOTOS} (python3 build.py bootos)")
+    workdir = tmp_path_factory.mktemp("mdadm-vm")
+    report, seconds = boot(workdir)
+    report["seconds"] = round(seconds)
+    (workdir / "report.json").write_text(json.dumps(report, indent=2))
+    assert "error" not in report, report
+    return report["steps"]
+
+
+def arrays_in(text):
+    """(device, state, level, members) per array line of /proc/mdstat, read by regex here so
+    the assertions do not lean on the parser under test."""
+    found = []
+    for line in text.splitlines():
+        match = re.match(r"^(md\d+) : (active|inactive) (raid\d+) (.*)$", line)
+        if match:
+            members = sorted(re.sub(r"\[\d+\].*$", "", w) for w in match.group(4).split())
+            found.append((match.group(1), match.group(2), match.group(3), members))
+    return found
+
+
+@pytest.mark.vm
+def test_raid1_on_two_disks_shows_in_mdstat(vm):
+    step = vm["create_raid1"]
+    assert step["status"] == "succeeded", step
+    [(device, state, level, members)] = arrays_in(step["mdstat"])
+    assert (state, level, members) == ("active", "raid1", ["vda", "vdb"])
+    assert re.search(r"\[2/2\] \[UU\]", step["mdstat"]), step["mdstat"]
+    assert step["data"]["array"]["device"] == device
+    assert "--level=1 --raid-devices=2 --metadata=1.2" in step["data"]["commands"][-2]
+
+
+@pytest.mark.vm
+def test_inventory_reports_the_raid1_array_and_its_members(vm):
+    step = vm["inventory_raid1"]
+    assert step["status"] == "succeeded", step
+    [array] = step["data"]["arrays"]
+    assert array["level"] == "raid1" and array["active"] and array["name"] == "mirror"
+    assert sorted(m["path"] for m in array["members"]) == ["/dev/vda", "/dev/vdb"]
+    assert array["raid_disks"] == 2 and not array["degraded"]
+    assert re.fullmatch(r"[0-9a-f]{8}(:[0-9a-f]{8}){3}", array["uuid"]), array["uuid"]
+
+
+@pytest.mark.vm
+def test_a_disk_already_in_an_array_is_refused(vm):
+    step = vm["create_on_member"]
+    assert step["status"] == "failed"
+    assert "/dev/vdb is in use" in step["message"] and "member of /dev/md" in step["message"]
+    assert len(arrays_in(step["mdstat"])) == 1  # the mirror, nothing new
+    assert not any("--create" in c for c in step["data"]["commands"])
+
+
+@pytest.mark.vm
+def test_delete_stops_the_array_and_zeroes_its_members(vm):
+    step = vm["delete_raid1"]
+    assert step["status"] == "succeeded", step
+    assert arrays_in(step["mdstat"]) == []
+    assert sorted(step["data"]["zeroed"]) == ["/dev/vda", "/dev/vdb"]
+    examined = vm["raw_examine_zeroed"]
+    assert examined["exit"] != 0 and "No md superblock" in examined["stderr"], examined
+
+
+@pytest.mark.vm
+def test_raid10_on_four_disks_shows_in_mdstat_and_inventory(vm):
+    step = vm["create_raid10"]
+    assert step["status"] == "succeeded", step
+    [(_device, state, level, members)] = arrays_in(step["mdstat"])
+    assert (state, level, members) == ("active", "raid10", ["vda", "vdb", "vdc", "vdd"])
+    assert "2 near-copies [4/4] [UUUU]" in step["mdstat"]
+
+    [array] = vm["inventory_raid10"]["data"]["arrays"]
+    assert (array["level"], array["layout"], array["name"]) == ("raid10", "near2", "stripe")
+    assert len(array["members"]) == 4 and array["active"]
+
+
+@pytest.mark.vm
+def test_raid10_delete_leaves_no_array(vm):
+    assert vm["delete_raid10"]["status"] == "succeeded", vm["delete_raid10"]
+    assert arrays_in(vm["delete_raid10"]["mdstat"]) == []
+    after = vm["inventory_after"]
+    assert after["status"] == "succeeded" and after["data"]["arrays"] == []
+
+
+@pytest.mark.vm
+def test_what_stops_the_provider_in_the_sandbox(vm):
+    """md needs root: mdadm refuses a non-root caller itself, and the md driver's ioctls
+    check CAP_SYS_ADMIN. Landlock also hides /proc/mdstat. Nothing may be created."""
+    inventory = vm["sandbox_inventory"]
+    assert inventory["reason"] == "provider_failed", inventory
+    assert "cannot read /proc/mdstat" in inventory["message"]
+    created = vm["sandbox_mdadm_create"]
+    assert created["status"] == "failed", created
+    assert "must be super-user" in created["data"]["said"], created
+    for name in ("sandbox_inventory", "sandbox_create", "sandbox_mdadm_create"):
+        assert arrays_in(vm[name]["mdstat"]) == [], vm[name]
+
+
+@pytest.mark.vm
+@pytest.mark.xfail(
+    strict=True,
+    reason="the sandbox grants device nodes but no capabilities; md needs CAP_SYS_ADMIN "
+    "and root (docs/limitations.md, Providers and the sandbox)",
+)
+def test_create_through_the_sandbox(vm):
+    step = vm["sandbox_create"]
+    assert step["status"] == "succeeded", step["message"]
