@@ -9,7 +9,7 @@ a bug, never a message.
 import argparse
 import sys
 
-from appliance import cli_keys, cli_records, config
+from appliance import cli_keys, cli_providers, cli_records, config
 
 
 class CliError(Exception):
@@ -52,29 +52,7 @@ def build_parser():
     install.add_argument("--bootos", required=True, help="folder with vmlinuz and initrd.img")
     install.add_argument("--ipxe", default="/usr/lib/ipxe", help="folder with the iPXE binaries")
 
-    provider = commands.add_parser("provider", help="vendor providers")
-    provider_actions = provider.add_subparsers(
-        dest="provider_command", required=True, metavar="ACTION"
-    )
-    run = provider_actions.add_parser(
-        "exec", help="run an unpacked provider in the production sandbox; request on stdin"
-    )
-    run.add_argument("directory", help="the provider's folder (with provider.json)")
-    run.add_argument("--runtime-root", help="where work directories go (/opt/cloudboot/runtime)")
-    run.add_argument(
-        "--grant-port",
-        type=int,
-        action="append",
-        default=[],
-        metavar="PORT",
-        help="allow TCP connections to this port (repeat for more)",
-    )
-    run.add_argument(
-        "--allow-missing",
-        action="store_true",
-        help="run even if the kernel lacks a required protection",
-    )
-
+    cli_providers.add_parsers(commands)
     cli_keys.add_parsers(commands)
     cli_records.add_parsers(commands)
     commands.add_parser("version", help="print the version")
@@ -134,19 +112,6 @@ def cmd_bootfiles(args):
     return 0
 
 
-def cmd_provider(args):
-    from providers import cli as provider_cli
-    from providers.sandbox import runner
-
-    settings = runner.SandboxSettings()
-    if args.runtime_root:
-        settings = runner.SandboxSettings(
-            **{**settings.__dict__, "runtime_root": args.runtime_root}
-        )
-    grants = {"network": args.grant_port, "allow_missing": args.allow_missing}
-    return provider_cli.cmd_exec(args.directory, sys.stdin, sys.stdout, grants, settings)
-
-
 def cmd_records(args):
     settings = load_settings(args)
     run = cli_records.run_audit if args.command == "audit" else cli_records.run_backup
@@ -182,14 +147,19 @@ def main(argv=None):
         "keys": cli_keys.run,
         "vendor": cli_keys.run,
         "bootfiles": cmd_bootfiles,
-        "provider": cmd_provider,
+        "provider": cli_providers.run,
         "audit": cmd_records,
         "backup": cmd_records,
     }
 
     try:
         return handlers[args.command](args)
-    except (CliError, config.ConfigError, cli_keys.KeysCliError) as e:
+    except (
+        CliError,
+        config.ConfigError,
+        cli_keys.KeysCliError,
+        cli_providers.ProviderCliError,
+    ) as e:
         print(f"cloudboot: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

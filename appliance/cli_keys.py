@@ -50,7 +50,7 @@ COMMANDS = [
         [
             ("--key-file", {"required": True}),
             ("--package", {"required": True}),
-            ("--manifest", {"required": True}),
+            ("--manifest", {"help": "manifest JSON (a provider package carries its own)"}),
             ("--output", {"required": True}),
         ],
     ),
@@ -114,7 +114,11 @@ def add_parsers(commands):
 
 def run(args):
     """Call the keys.cli function the parsed arguments name."""
+    import inspect
+
     import keys
+    from appliance import key_audit
+    from appliance.config import StoreSettings
     from keys import cli
 
     function = getattr(cli, args.keys_function)
@@ -123,7 +127,12 @@ def run(args):
         for flag in args.keys_flags
     }
     try:
-        function(**kwargs)
+        if "audit" in inspect.signature(function).parameters:
+            # Key use is recorded in the appliance's audit log (appliance/key_audit.py).
+            with key_audit.store_audit(kwargs["data_dir"], StoreSettings()) as sink:
+                function(**kwargs, audit=sink)
+        else:
+            function(**kwargs)
     except keys.KeysError as e:
         raise KeysCliError(str(e)) from None
     return 0

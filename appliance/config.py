@@ -28,6 +28,8 @@ class ServerSettings:
     https_port: int = 443
     # Name the agent and technicians use for the appliance (also served by DNS).
     service_name: str = "cloudboot"
+    # The bank's name as its provider vendors know it: packages are watermarked for it.
+    licensee: str = ""
 
 
 @dataclass

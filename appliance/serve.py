@@ -129,6 +129,7 @@ async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
     for path in bootfiles.missing(settings):
         logger.warning("boot file %s is missing: run `cloudboot bootfiles install`", path)
 
+    master = load_master_key(data_dir)
     store = await Store.open(data_dir / "cloudboot.db", settings.store)
     cert, key = _certificate(settings, data_dir, address, ensure_self_signed)
     fingerprint = certificate_fingerprint(cert)
@@ -147,7 +148,7 @@ async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
     artifacts.register_routes(boot_router, settings, api.script_for_mac(app))
     api_router = Router()
     services = {}
-    api.register_routes(api_router, app, lambda: dict(services))
+    api.register_routes(api_router, app, readiness(services, master))
 
     try:
         async with trio.open_nursery() as nursery:
@@ -178,6 +179,42 @@ async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
     finally:
         with trio.CancelScope(shield=True):
             await store.close()
+        if master is not None:
+            master.close()
+
+
+def load_master_key(data_dir):
+    """The master key source named by `keys init`, loaded without prompting; None if none.
+
+    A dual-control source comes back sealed (officers unseal it after every
+    restart); key-file and PKCS#11 sources are usable at once. A key file
+    readable by others, a wrong PIN or a missing token stops the start here.
+    """
+    from keys import KeysError
+    from keys.master import CONFIG_NAME, load_master
+
+    if not (Path(data_dir) / "keys" / CONFIG_NAME).exists():
+        return None
+    try:
+        return load_master(data_dir)
+    except KeysError as e:
+        raise StartupError(f"master key: {e}") from None
+
+
+def readiness(services, master):
+    """The services_ready() callable /readyz asks: each started service, and the keys.
+
+    "keys_unsealed" is false while a dual-control master key waits for its
+    officers: boot files are still served, but every operation that needs a
+    key is refused, so a load balancer must not count the appliance ready.
+    """
+
+    def services_ready():
+        states = dict(services)
+        states["keys_unsealed"] = master is None or not master.is_sealed()
+        return states
+
+    return services_ready
 
 
 async def _start_all(

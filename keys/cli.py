@@ -26,10 +26,12 @@ from keys.master import (
 )
 from keys.signing import (
     TrustStore,
+    encode_block,
     keygen,
     load_vendor_key,
     save_vendor_key,
     sha256,
+    sign_digest,
     sign_package,
 )
 from keys.watermark import make_licence, stamp
@@ -242,13 +244,26 @@ def vendor_keygen(*, data_dir=None, vendor, out_dir, not_after):
     return result
 
 
-def vendor_sign(*, data_dir=None, key_file, package, manifest, output):
-    """Vendor side: sign a package's bytes and manifest; writes the signature record."""
+def vendor_sign(*, data_dir=None, key_file, package, manifest=None, output):
+    """Vendor side: sign a package's bytes and manifest.
+
+    For a provider package (providers/package.py) the signature covers its
+    signed region and packaged manifest, and OUTPUT is the package with the
+    signature in its SIGN block; for any other file OUTPUT is the signature record.
+    """
     key = load_vendor_key(key_file)
-    record = sign_package(
-        _read_file(package, "package"), _read_json_file(manifest, "manifest"), key
-    )
-    Path(output).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    found, data = _provider_package(package)
+    if found is not None:
+        packaged = json.loads(found.manifest_bytes)
+        if manifest is not None and _read_json_file(manifest, "manifest") != packaged:
+            raise KeysError(f"{manifest} differs from the manifest packaged in {package}")
+        record = sign_digest(found.digest, packaged, key)
+        _write_package(found, output, signature=encode_block(record))
+    else:
+        if manifest is None:
+            raise KeysError("--manifest is required to sign a file that is not a provider package")
+        record = sign_package(data, _read_json_file(manifest, "manifest"), key)
+        Path(output).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     _print(
         {
             "signature": str(output),
@@ -257,6 +272,34 @@ def vendor_sign(*, data_dir=None, key_file, package, manifest, output):
         }
     )
     return record
+
+
+def _provider_package(path):
+    """(Package, bytes) for a provider package file, (None, bytes) for any other file."""
+    from providers import package as package_module
+
+    data = _read_file(path, "package")
+    if not data.startswith(package_module.MAGIC):
+        return None, data
+    try:
+        return package_module.decode(data), data
+    except package_module.PackageError as exc:
+        raise KeysError(f"package {path}: {exc}") from None
+
+
+def _write_package(found, output, signature=None, watermark=None):
+    """The package with its SIGN and/or WMRK block replaced; the signed region is unchanged."""
+    from providers import package as package_module
+
+    blob = package_module.encode(
+        found.manifest_bytes,
+        found.files,
+        signature if signature is not None else found.signature,
+        watermark if watermark is not None else found.watermark,
+    )
+    temporary = Path(f"{output}.partial")
+    temporary.write_bytes(blob)
+    temporary.replace(output)
 
 
 def vendor_stamp(
@@ -271,10 +314,15 @@ def vendor_stamp(
     expires,
     output,
 ):
-    """Vendor download service: a signed watermark for one download of a package."""
+    """Vendor download service: a signed watermark for one download of a package.
+
+    For a provider package OUTPUT is the package with the watermark in its
+    WMRK block (its signature kept); for any other file, the watermark record.
+    """
     key = load_vendor_key(key_file)
+    found, data = _provider_package(package)
     record = stamp(
-        sha256(_read_file(package, "package")),
+        found.digest if found is not None else sha256(data),
         provider,
         key,
         licensee=licensee,
@@ -282,7 +330,11 @@ def vendor_stamp(
         appliance_ids=_names(appliance_ids),
         expires=expires,
     )
-    Path(output).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    if found is not None:
+        # A provider package carries its watermark in its WMRK block.
+        _write_package(found, output, watermark=encode_block(record))
+    else:
+        Path(output).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     _print({"watermark": str(output), "licensee": licensee, "downloader_id": downloader_id})
     return record
 
