@@ -29,7 +29,10 @@ from appliance.store import Store
 
 def server_inventory(n, change=0):
     """A two-socket server: 24 DIMMs, 12 disks, 4 NICs, about 10 KB of JSON."""
-    mac = lambda port: f"52:54:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}:{port:02x}"  # noqa: E731
+
+    def mac(port):
+        return f"52:54:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}:{port:02x}"
+
     return {
         "schema": SCHEMA,
         "smbios_version": "3.3.0",

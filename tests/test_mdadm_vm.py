@@ -12,17 +12,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.hostile.test_hostile_bootos_vm import FAILURE_MARKS, newc
+from tests import bootos_vm
+from tests.bootos_vm import BOOTOS, newc
 from tests.mdadm_in_vm import MARKER
 
 REPO = Path(__file__).resolve().parent.parent
-BOOTOS = Path(os.environ.get("CLOUDBOOT_BOOTOS_DIR") or REPO / ".build" / "bootos")
 DISK_BYTES = 64 << 20
 BOOT_TIMEOUT = 170  # the whole VM run must stay under three minutes
 INIT = """#!/bin/sh
@@ -57,46 +55,14 @@ def layer():
     return newc(entries)
 
 
-def initrd():
-    """BootOS's initramfs decompressed, then ours, both uncompressed (as the hostile test)."""
-    base = subprocess.run(
-        ["zstd", "-dc", str(BOOTOS / "initrd.img")], capture_output=True, check=True
-    ).stdout
-    return base + b"\0" * (-len(base) % 512) + layer()
-
-
 def boot(workdir):
-    image = workdir / "initrd-mdadm.img"
-    image.write_bytes(initrd())
-    console = workdir / "console.log"
-    argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "1",
-        "-display", "none", "-nodefaults", "-no-user-config", "-nic", "none", "-no-reboot",
-        "-serial", f"file:{console}",
-        "-kernel", str(BOOTOS / "vmlinuz"), "-initrd", str(image),
-        "-append", "console=ttyS0 panic=-1 quiet",
-    ]  # fmt: skip
+    disks = []
     for index in range(4):
         disk = workdir / f"disk{index}.img"
         with open(disk, "wb") as handle:
             handle.truncate(DISK_BYTES)  # sparse: nothing is written until md writes
-        argv += ["-drive", f"file={disk},if=virtio,format=raw"]
-    started = time.monotonic()
-    qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-    try:
-        while qemu.poll() is None and time.monotonic() - started < BOOT_TIMEOUT:
-            text = console.read_text(errors="replace") if console.exists() else ""
-            if any(mark in text for mark in FAILURE_MARKS) or MARKER in text:
-                break
-            time.sleep(1)
-    finally:
-        qemu.kill()
-        qemu.wait()
-    text = console.read_text(errors="replace") if console.exists() else ""
-    for line in text.splitlines():
-        if line.startswith(MARKER):
-            return json.loads(line[len(MARKER) :]), time.monotonic() - started
-    raise AssertionError(f"no result line on the console; its end:\n{text[-3000:]}")
+        disks.append(disk)
+    return bootos_vm.boot(workdir, layer(), MARKER, disks=disks, timeout=BOOT_TIMEOUT)
 
 
 @pytest.fixture(scope="module")

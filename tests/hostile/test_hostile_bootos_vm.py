@@ -8,21 +8,19 @@ checks that every escape failed: either the run was refused for a missing protec
 the provider ran and its attempt was stopped. It skips when no BootOS build is present.
 """
 
-import io
 import json
 import os
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from tests import bootos_vm
+from tests.bootos_vm import BOOTOS, newc
 from tests.hostile.in_vm import MARKER
 from tests.hostile.support import PROVIDERS
 
 REPO = Path(__file__).resolve().parent.parent.parent
-BOOTOS = Path(os.environ.get("CLOUDBOOT_BOOTOS_DIR") or REPO / ".build" / "bootos")
 SUBSET = [
     "read_shadow", "read_database", "symlink_escape", "write_outside", "proc_root",
     "ptrace_parent", "mount_tmpfs", "unshare_user", "keyctl", "io_uring", "load_module",
@@ -40,20 +38,6 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 echo CLOUDBOOT-HOSTILE-DONE
 poweroff -f
 """
-
-
-def newc(entries):
-    """A cpio "newc" archive of (name, mode, data) entries, data None for directories."""
-    out = io.BytesIO()
-    for inode, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], 1):
-        body = data or b""
-        raw_name = name.encode() + b"\0"
-        fields = [inode, mode, 0, 0, 1, 0, len(body), 0, 0, 0, 0, len(raw_name), 0]
-        out.write(b"070701" + b"".join(b"%08X" % f for f in fields) + raw_name)
-        out.write(b"\0" * (-out.tell() % 4))
-        out.write(body)
-        out.write(b"\0" * (-out.tell() % 4))
-    return out.getvalue()
 
 
 def layer():
@@ -81,52 +65,6 @@ def layer():
     return newc(entries)
 
 
-def combined_initrd():
-    """BootOS's initramfs, then ours: the kernel unpacks both, later files winning.
-
-    Both go in uncompressed: an uncompressed archive after a compressed one
-    depended on where the compressed stream happened to end, and one BootOS
-    build failed with "Initramfs unpacking failed: invalid magic".
-    """
-    base = subprocess.run(
-        ["zstd", "-dc", str(BOOTOS / "initrd.img")], capture_output=True, check=True
-    ).stdout
-    return base + b"\0" * (-len(base) % 512) + layer()
-
-
-# Lines after which the VM can only sit at a shell: stop waiting at once.
-FAILURE_MARKS = ("Initramfs unpacking failed", "Kernel panic", "cannot start:", "can't run")
-
-
-def boot(workdir, timeout=900):
-    initrd = workdir / "initrd-hostile.img"
-    initrd.write_bytes(combined_initrd())
-    console = workdir / "console.log"
-    argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "1",
-        "-display", "none", "-nodefaults", "-no-user-config", "-nic", "none", "-no-reboot",
-        "-serial", f"file:{console}",
-        "-kernel", str(BOOTOS / "vmlinuz"), "-initrd", str(initrd),
-        "-append", "console=ttyS0 panic=-1 quiet",
-    ]  # fmt: skip
-    started = time.monotonic()
-    qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-    try:
-        while qemu.poll() is None and time.monotonic() - started < timeout:
-            text = console.read_text(errors="replace") if console.exists() else ""
-            if any(mark in text for mark in FAILURE_MARKS):
-                break
-            time.sleep(1)
-    finally:
-        qemu.kill()
-        qemu.wait()
-    text = console.read_text(errors="replace") if console.exists() else ""
-    for line in text.splitlines():
-        if line.startswith(MARKER):
-            return json.loads(line[len(MARKER) :]), time.monotonic() - started
-    raise AssertionError(f"no result line on the console; its end:\n{text[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def vm_report(tmp_path_factory):
     if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
@@ -134,7 +72,7 @@ def vm_report(tmp_path_factory):
     if not (BOOTOS / "vmlinuz").exists() or not (BOOTOS / "initrd.img").exists():
         pytest.skip(f"no BootOS build in {BOOTOS} (python3 build.py bootos)")
     workdir = tmp_path_factory.mktemp("bootos-hostile")
-    report, seconds = boot(workdir)
+    report, seconds = bootos_vm.boot(workdir, layer(), MARKER)
     report["seconds"] = round(seconds)
     (workdir / "report.json").write_text(json.dumps(report, indent=2))
     return report
