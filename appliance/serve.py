@@ -136,6 +136,8 @@ async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
     app = App(store=store, settings=settings)
     app.fingerprint = fingerprint
     app.address = address
+    # The unseal API (appliance/api/keys.py) reaches the same master key source.
+    app.master = master
     logger.info(
         "appliance %s starting on %s (%s), certificate %s",
         store.appliance_id,

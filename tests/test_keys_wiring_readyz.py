@@ -69,6 +69,9 @@ def test_a_dual_control_appliance_after_restart_answers_503_keys_sealed(tmp_path
         )
         try:
             status, body = get_readyz(https_port, time.monotonic() + 60)
+        except OSError:
+            # Say why: the appliance's own log is the only witness of a failed start.
+            raise AssertionError((tmp_path / "serve.log").read_text()[-3000:]) from None
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)

@@ -25,6 +25,8 @@ from tests.api_process import ApiProcess
 #   their schemas describe a safe subset and "invalid data must be refused"
 #   is off for those operations ("valid data must be accepted" too for the
 #   expected-machine import, where placeholders such as "000" are refused);
+# - the unseal route answers 409 where the appliance has no dual-control key
+#   (the test server has none), so "valid data must be accepted" is off there;
 # - the audit filters' since/until are calendar dates: the pattern bounds
 #   months and days, but a day past a month's end (2026-02-30) matches it
 #   and is refused, so "valid data must be accepted" is off for those two.
@@ -51,6 +53,10 @@ checks.positive_data_acceptance.enabled = false
 [[operations]]
 include-operation-id = "post_agent_register"
 checks.negative_data_rejection.enabled = false
+
+[[operations]]
+include-operation-id = "post_keys_unseal"
+checks.positive_data_acceptance.enabled = false
 
 [[operations]]
 include-operation-id = "get_audit_events"

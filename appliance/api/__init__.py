@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 
 def register_routes(router, app, services_ready):
-    from appliance.api import agent, audit, auth, health, jobs, machines, metrics, openapi
+    from appliance.api import agent, audit, auth, health, jobs, keys, machines, metrics, openapi
 
     health.register_routes(router, app, services_ready)
     agent.register_routes(router, app)
@@ -20,6 +20,7 @@ def register_routes(router, app, services_ready):
     machines.register_routes(router, app)
     jobs.register_routes(router, app)
     audit.register_routes(router, app)
+    keys.register_routes(router, app)
     metrics.register_routes(router, app)
     openapi.register_routes(router, app)
 

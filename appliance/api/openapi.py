@@ -10,6 +10,7 @@ This module describes; it never handles a request other than its own.
 import dataclasses
 
 from appliance.api import audit as audit_api
+from appliance.api import keys as keys_api
 from appliance.api._machine_reads import MAC_PATTERN
 from appliance.api._openapi_others import OTHER_SCHEMAS, other_routes
 from appliance.api._schemas import MACHINE_STATES, SCHEMAS
@@ -248,7 +249,12 @@ ROUTES = [
 
 
 # Ours first, then agent.py, auth.py, enrolment.py and audit.py.
-ALL_ROUTES = [*ROUTES, *other_routes(Route), *audit_api.openapi_routes(Route)]
+ALL_ROUTES = [
+    *ROUTES,
+    *other_routes(Route),
+    *audit_api.openapi_routes(Route),
+    *keys_api.openapi_routes(Route),
+]
 
 
 def register_routes(router, app, extra_routes=()):
@@ -275,7 +281,7 @@ def build_document(routes):
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
-            "schemas": {**SCHEMAS, **OTHER_SCHEMAS},
+            "schemas": {**SCHEMAS, **OTHER_SCHEMAS, **keys_api.SCHEMAS},
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
