@@ -29,42 +29,14 @@ _LABEL_VALUE = re.compile(LABEL_VALUE_PATTERN)
 MAX_LABEL_VALUE = 256
 MAX_LABELS = 64
 
-_MACHINE_COLUMNS = (
-    "rowid",
-    "id",
-    "state",
-    "approved",
-    "approved_by",
-    "approved_at",
-    "approved_via",
-    "boot_mac",
-    "pxe_guid",
-    "pxe_guid_matches",
-    "smbios_uuid",
-    "uuid_trusted",
-    "system_serial",
-    "manufacturer",
-    "product",
-    "labels",
-    "source_address",
-    "created_at",
-    "updated_at",
-    "last_seen_at",
-    "retired_at",
-    "registrations",
-)
+# The core's machine columns, plus the row order key for paging and where it registered from.
+_MACHINE_COLUMNS = ("rowid", *machines.COLUMNS, "source_address")
 _SELECT_MACHINE = f"SELECT {', '.join(_MACHINE_COLUMNS)} FROM machines"
-_FLAGS = ("approved", "uuid_trusted")
 
 
 def machine_view(row):
-    machine = dict(zip(_MACHINE_COLUMNS, row, strict=True))
+    machine = machines.machine_from_row(_MACHINE_COLUMNS, row)
     del machine["rowid"]
-    machine["labels"] = json.loads(machine["labels"] or "{}")
-    for flag in _FLAGS:
-        machine[flag] = bool(machine[flag])
-    if machine["pxe_guid_matches"] is not None:
-        machine["pxe_guid_matches"] = bool(machine["pxe_guid_matches"])
     return machine
 
 

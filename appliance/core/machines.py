@@ -528,7 +528,8 @@ def _retire(conn, machine_id, actor, trace_id, source):
 
 # -- reads ----------------------------------------------------------------------
 
-_COLUMNS = (
+# The machine row as every reader renders it (the API adds its own few columns).
+COLUMNS = (
     "id",
     "state",
     "approved",
@@ -554,12 +555,17 @@ _COLUMNS = (
 
 def _load(conn, machine_id):
     row = conn.execute(
-        f"SELECT {', '.join(_COLUMNS)} FROM machines WHERE id = ?", (machine_id,)
+        f"SELECT {', '.join(COLUMNS)} FROM machines WHERE id = ?", (machine_id,)
     ).fetchone()
     if row is None:
         return None
-    machine = dict(zip(_COLUMNS, row, strict=True))
-    machine["labels"] = json.loads(machine["labels"])
+    return machine_from_row(COLUMNS, row)
+
+
+def machine_from_row(columns, row):
+    """A machines row as a document: labels parsed, SQLite's 0/1 flags as booleans."""
+    machine = dict(zip(columns, row, strict=True))
+    machine["labels"] = json.loads(machine["labels"] or "{}")
     machine["approved"] = bool(machine["approved"])
     machine["uuid_trusted"] = bool(machine["uuid_trusted"])
     if machine["pxe_guid_matches"] is not None:
