@@ -8,6 +8,7 @@ is used here, because nothing else exists yet when this runs.
 """
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -77,7 +78,31 @@ def ensure_debian_packages():
     step(f"installing Debian packages: {' '.join(missing)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     run(["apt-get", "update", "-q"], env=env)
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
+    with services_held_back():
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
+
+
+@contextlib.contextmanager
+def services_held_back():
+    """Install packages without starting their daemons.
+
+    Several packages are here for one tool or for a daemon the tests start themselves on
+    loopback (rsyslog, prometheus for promtool, dnsmasq): on a machine with systemd their
+    maintainer scripts would otherwise start services listening on every interface.
+    invoke-rc.d and deb-systemd-invoke ask /usr/sbin/policy-rc.d first; exit code 101 means
+    "do not start" (Debian policy, section 9.3.3). A policy the machine already has is kept.
+    """
+    policy = Path("/usr/sbin/policy-rc.d")
+    if policy.exists():
+        yield
+        return
+
+    policy.write_text("#!/bin/sh\n# CloudBoot NG's build.py is installing packages\nexit 101\n")
+    policy.chmod(0o755)
+    try:
+        yield
+    finally:
+        policy.unlink(missing_ok=True)
 
 
 def ensure_venv():
