@@ -6,14 +6,18 @@ last three changes, plus 100,000 jobs, in under 1 GB (our goal: 400 MB).
 
 This builds N such machines through the real code paths (registration, three
 inventory jobs' snapshots, one job each) in a fresh store, checkpoints the
-WAL, and reports bytes per machine and the size scaled to 100,000. Scaling
-is linear because every row is per machine; run a larger N to check it.
+WAL, and reports bytes per machine, the size scaled to 100,000, where the
+bytes go (SQLite's dbstat table, per table with its indexes) and the median
+time of one inventory job's snapshot write (store_inventory in the writer
+thread, SQL and compression included, commit excluded). Scaling is linear
+because every row is per machine; run a larger N to check it.
 
     .venv/bin/python bench/bench_db_size.py --machines 2000
 """
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -69,8 +73,15 @@ def server_inventory(n, change=0):
     }  # fmt: skip
 
 
+def _timed_store_inventory(conn, machine_id, document, timings):
+    started = time.perf_counter()
+    machines.store_inventory(conn, machine_id, document)
+    timings.append(time.perf_counter() - started)
+
+
 async def build(path, count):
     store = await Store.open(path)
+    timings = []
     started = time.monotonic()
     for n in range(count):
         doc = server_inventory(n)
@@ -80,7 +91,10 @@ async def build(path, count):
         result = await machines.register(store, registration, "10.0.0.1", 30)
         for change in (1, 2, 3):
             await store.write(
-                machines.store_inventory, result["machine_id"], server_inventory(n, change)
+                _timed_store_inventory,
+                result["machine_id"],
+                server_inventory(n, change),
+                timings,
             )
         await jobs.create_job(
             store, "bench", {"machine_id": result["machine_id"], "kind": "inventory"}
@@ -90,8 +104,19 @@ async def build(path, count):
     # Fold the WAL into the database file so its size is the whole story.
     conn = apsw.Connection(str(path))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    breakdown = _breakdown(conn)
     conn.close()
-    return seconds
+    return seconds, statistics.median(timings), breakdown
+
+
+def _breakdown(conn):
+    """{table: bytes} with each index counted under its table."""
+    owner = dict(conn.execute("SELECT name, tbl_name FROM sqlite_schema").fetchall())
+    sizes = {}
+    for name, size in conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name"):
+        table = owner.get(name, name)
+        sizes[table] = sizes.get(table, 0) + size
+    return sorted(sizes.items(), key=lambda item: -item[1])
 
 
 def main():
@@ -101,7 +126,7 @@ def main():
 
     with tempfile.TemporaryDirectory(dir="/var/tmp") as folder:
         path = Path(folder) / "cloudboot.db"
-        seconds = trio.run(build, path, args.machines)
+        seconds, snapshot_seconds, breakdown = trio.run(build, path, args.machines)
         size = sum(p.stat().st_size for p in Path(folder).glob("cloudboot.db*"))
         one = len(json.dumps(server_inventory(1)))
 
@@ -112,6 +137,10 @@ def main():
         f"in {seconds:.0f} s ({per_machine / 1024:.1f} KiB per machine)"
     )
     print(f"scaled to 100,000 machines: {per_machine * 100_000 / 2**30:.2f} GiB")
+    print(f"one inventory snapshot write, median: {snapshot_seconds * 1e6:.0f} us")
+    print("bytes per machine by table (indexes included):")
+    for table, table_bytes in breakdown:
+        print(f"  {table:32} {table_bytes / args.machines:10.0f}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import secrets
 
+from appliance.core import identifiers, identity
 from appliance.store import Store, now
 
 
@@ -17,11 +18,7 @@ def _insert_machine(conn, machine_id, state, approved, serial, mac):
         (machine_id, state, int(approved), mac, serial, at, at),
     )
     if mac:
-        conn.execute(
-            "INSERT INTO machine_identifiers (machine_id, kind, value, first_seen_at,"
-            " last_seen_at) VALUES (?, 'mac', ?, ?, ?)",
-            (machine_id, mac, at, at),
-        )
+        identifiers.record(conn, machine_id, [identity.Signal("mac", mac)], at)
 
 
 async def add_machine(store, state="discovered", approved=True, serial=None, mac=None):

@@ -4,10 +4,9 @@ Each function takes an apsw connection and runs inside store.read. Nothing
 here writes: changes to machines belong to appliance.core.machines.
 """
 
-import json
 import re
 
-from appliance.core import machines
+from appliance.core import identifiers, machines, snapshots
 from appliance.http import HttpError
 from appliance.proto.inventory import normalize_mac
 
@@ -71,11 +70,12 @@ def list_machines(conn, state, labels, serial, mac, after, limit):
         args.append(f"%{_like_escape(serial)}%")
     if mac is not None:
         clauses.append(
-            "(boot_mac = ? OR id IN (SELECT machine_id FROM machine_identifiers"
-            " WHERE kind = 'mac' AND value = ?))"
+            "(boot_mac = ? OR id IN (SELECT i.machine_id FROM identifier_digests d"
+            " JOIN machine_identity i ON i.number = d.number WHERE d.digest = ?))"
         )
+        # The digest stands for the text here: a false hit needs a 64-bit collision.
         normal = _mac(mac)
-        args.extend([normal, normal])
+        args.extend([normal, identifiers.digest("mac", normal)])
     if after is not None:
         clauses.append("rowid > ?")
         args.append(after)
@@ -142,37 +142,11 @@ def check_labels(body, allow_null):
 
 
 def latest_inventory(conn, machine_id):
-    row = conn.execute(
-        "SELECT id, machine_id, taken_at, schema, document FROM inventory_snapshots"
-        " WHERE machine_id = ? ORDER BY id DESC LIMIT 1",
-        (machine_id,),
-    ).fetchone()
-    return _snapshot(row) if row else None
+    return snapshots.newest(conn, machine_id)
 
 
 def inventory_history(conn, machine_id, before, limit):
-    args = [machine_id]
-    extra = ""
-    if before is not None:
-        extra = " AND id < ?"
-        args.append(before)
-    rows = conn.execute(
-        "SELECT id, machine_id, taken_at, schema, document FROM inventory_snapshots"
-        f" WHERE machine_id = ?{extra} ORDER BY id DESC LIMIT ?",
-        (*args, limit),
-    ).fetchall()
-    return [_snapshot(row) for row in rows]
-
-
-def _snapshot(row):
-    snapshot_id, machine_id, taken_at, schema, document = row
-    return {
-        "id": snapshot_id,
-        "machine_id": machine_id,
-        "taken_at": taken_at,
-        "schema": schema,
-        "inventory": json.loads(document),
-    }
+    return snapshots.history(conn, machine_id, before, limit)
 
 
 def list_events(conn, machine_id, job_id, event_type, after, limit):

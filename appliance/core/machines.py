@@ -22,7 +22,7 @@ import logging
 import secrets
 
 from appliance import log as applog
-from appliance.core import audit, auth, identity
+from appliance.core import audit, auth, identifiers, identity, snapshots
 from appliance.proto import inventory as inventory_schema
 from appliance.proto import placeholders
 from appliance.proto.inventory import normalize_mac
@@ -43,8 +43,6 @@ STATES = (
 # States that registration and approval may move forward; later ones belong to jobs.
 _EARLY_STATES = ("discovered", "inventoried", "ready")
 
-# Serial signal kinds an imported expected serial is compared with.
-_SERIAL_KINDS = ("system_serial", "chassis_serial", "board_serial")
 MAX_EXPECTED_PER_IMPORT = 10_000
 MAX_EXPECTED_CHARS = 128
 
@@ -98,7 +96,7 @@ async def register(store, registration, source, ttl_days, trace_id=None):
 def _register(conn, registration, source, ttl_days, minted, trace_id):
     document = registration["inventory"]
     signals = identity.signals(document, registration["boot_mac"])
-    decision = identity.decide(signals, _candidates(conn, signals))
+    decision = identity.decide(signals, identifiers.candidates(conn, signals))
 
     machine_id = decision.machine_id
     is_new = machine_id is None
@@ -145,27 +143,6 @@ def _register(conn, registration, source, ttl_days, minted, trace_id):
     }
 
 
-def _candidates(conn, signals):
-    """{machine_id: [Signal, ...]} of live machines sharing at least one signal."""
-    ids = set()
-    for signal in signals:
-        rows = conn.execute(
-            "SELECT i.machine_id FROM machine_identifiers i JOIN machines m ON m.id = i.machine_id"
-            " WHERE i.kind = ? AND i.value = ? AND m.state != 'retired'",
-            (signal.kind, signal.value),
-        )
-        ids.update(row[0] for row in rows)
-
-    return {machine_id: _signals_of(conn, machine_id) for machine_id in ids}
-
-
-def _signals_of(conn, machine_id):
-    rows = conn.execute(
-        "SELECT kind, value FROM machine_identifiers WHERE machine_id = ?", (machine_id,)
-    )
-    return [identity.Signal(kind, value) for kind, value in rows if kind in identity.WEIGHTS]
-
-
 def _update_reported_fields(conn, machine_id, registration, source):
     system = registration["inventory"]["system"]
     uuid = system["uuid"]
@@ -198,24 +175,14 @@ def _flag(value):
 
 def _record_inventory(conn, machine_id, document, signals):
     stamp = now()
-    conn.execute(
-        "INSERT INTO inventory_snapshots (machine_id, taken_at, schema, document)"
-        " VALUES (?, ?, ?, ?)",
-        (machine_id, stamp, document["schema"], json.dumps(document, sort_keys=True)),
-    )
-    for signal in signals:
-        conn.execute(
-            "INSERT INTO machine_identifiers"
-            " (machine_id, kind, value, first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (machine_id, kind, value)"
-            " DO UPDATE SET last_seen_at = excluded.last_seen_at",
-            (machine_id, signal.kind, signal.value, stamp, stamp),
-        )
+    snapshot_id = snapshots.record(conn, machine_id, document, stamp)
+    identifiers.record(conn, machine_id, signals, stamp)
+    return snapshot_id
 
 
-def _has_inventory(document):
-    # A document with every field absent tells nothing about the hardware.
-    return document != inventory_schema.empty()
+# A document with every field absent tells nothing about the hardware. Snapshots
+# are stored as sort_keys JSON, so comparing the text compares the documents.
+_EMPTY_INVENTORY_TEXT = json.dumps(inventory_schema.empty(), sort_keys=True).encode()
 
 
 def _advance_early_state(conn, machine_id):
@@ -223,11 +190,8 @@ def _advance_early_state(conn, machine_id):
     if machine["state"] not in _EARLY_STATES:
         return machine
 
-    inventoried = conn.execute(
-        "SELECT document FROM inventory_snapshots WHERE machine_id = ? ORDER BY id DESC LIMIT 1",
-        (machine_id,),
-    ).fetchone()
-    has_inventory = inventoried is not None and _has_inventory(json.loads(inventoried[0]))
+    inventoried = snapshots.newest_text(conn, machine_id)
+    has_inventory = inventoried not in (None, _EMPTY_INVENTORY_TEXT)
 
     state = "discovered"
     if has_inventory:
@@ -252,9 +216,9 @@ def store_inventory(conn, machine_id, document):
 
     signals = identity.signals(document)
     _check_same_hardware(conn, machine_id, signals)
-    _record_inventory(conn, machine_id, document, signals)
+    snapshot_id = _record_inventory(conn, machine_id, document, signals)
     _advance_early_state(conn, machine_id)
-    return conn.last_insert_rowid()
+    return snapshot_id
 
 
 def _check_same_hardware(conn, machine_id, signals):
@@ -263,7 +227,7 @@ def _check_same_hardware(conn, machine_id, signals):
     # inventory that reports other ones would plant another machine's identity
     # in this one's history, where the next registration of that machine could
     # find it; it is refused instead.
-    known = _signals_of(conn, machine_id)
+    known = identifiers.signals_of(conn, machine_id)
     for kind in identity.STRONG_KINDS:
         reported = {s.value for s in signals if s.kind == kind}
         recorded = {s.value for s in known if s.kind == kind}
@@ -346,15 +310,9 @@ def _approve_if_expected(conn, machine_id, trace_id):
 
 
 def _expected_match(conn, machine_id):
-    row = conn.execute(
-        "SELECT e.kind, e.value FROM expected_machines e JOIN machine_identifiers i"
-        " ON i.value = e.value AND ((e.kind = 'mac' AND i.kind = 'mac')"
-        f" OR (e.kind = 'serial' AND i.kind IN ({', '.join('?' * len(_SERIAL_KINDS))})))"
-        " WHERE i.machine_id = ? ORDER BY e.kind, e.value LIMIT 1",
-        (*_SERIAL_KINDS, machine_id),
-    ).fetchone()
-    if row is not None:
-        return row[0], row[1]
+    match = identifiers.expected_match(conn, machine_id)
+    if match is not None:
+        return match
 
     # The MAC the firmware booted from counts even when no NIC list reported it.
     boot = conn.execute(
@@ -584,7 +542,7 @@ def machine_document(conn, machine_id):
     """The machine as the API shows it, with its identifiers and conflicts (read function)."""
     machine = _load_or_raise(conn, machine_id)
     machine["identifiers"] = [
-        {"kind": s.kind, "value": s.value} for s in sorted(_signals_of(conn, machine_id))
+        {"kind": s.kind, "value": s.value} for s in identifiers.signals_of(conn, machine_id)
     ]
     machine["conflicts"] = conflicts(conn, machine_id)
     return machine
@@ -592,15 +550,7 @@ def machine_document(conn, machine_id):
 
 def conflicts(conn, machine_id):
     """Identifiers this machine shares with other live (not retired) machines."""
-    rows = conn.execute(
-        "SELECT mine.kind, mine.value, other.machine_id FROM machine_identifiers mine"
-        " JOIN machine_identifiers other ON other.kind = mine.kind AND other.value = mine.value"
-        " AND other.machine_id != mine.machine_id"
-        " JOIN machines m ON m.id = other.machine_id AND m.state != 'retired'"
-        " WHERE mine.machine_id = ? ORDER BY mine.kind, mine.value, other.machine_id",
-        (machine_id,),
-    ).fetchall()
-    return [{"kind": k, "value": v, "machine_id": other} for k, v, other in rows]
+    return identifiers.conflicts(conn, machine_id)
 
 
 def find_by_pxe_guid(conn, guid):
@@ -618,13 +568,14 @@ def find_by_pxe_guid(conn, guid):
 
 
 def _machines_with_mac(conn, mac):
-    rows = conn.execute(
-        "SELECT DISTINCT m.id, m.state FROM machines m LEFT JOIN machine_identifiers i"
-        " ON i.machine_id = m.id AND i.kind = 'mac'"
-        " WHERE m.state != 'retired' AND (i.value = ? OR m.boot_mac = ?)",
-        (mac, mac),
+    found = dict(
+        conn.execute(
+            "SELECT id, state FROM machines WHERE state != 'retired' AND boot_mac = ?", (mac,)
+        ).fetchall()
     )
-    return rows.fetchall()
+    for machine_id in set(identifiers.live_machines_with(conn, "mac", mac)) - set(found):
+        found[machine_id] = _load(conn, machine_id)["state"]
+    return sorted(found.items())
 
 
 async def boot_state_for_mac(store, mac):

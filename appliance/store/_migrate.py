@@ -63,7 +63,10 @@ def _apply(conn, migration, now):
         conn.execute("COMMIT")
         return
     try:
-        conn.execute(migration.sql)
+        if migration.upgrade is not None:
+            migration.upgrade(conn)
+        else:
+            conn.execute(migration.sql)
         conn.execute(
             "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
             (migration.number, migration.name, now),

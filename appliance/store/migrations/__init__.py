@@ -7,15 +7,20 @@ highest one recorded in the `schema_version` table, each in its own
 transaction together with its record, so a crash leaves either all of a
 migration or none of it. A migration file is never edited once released:
 changes go into a new file with the next number.
+
+A migration that must transform rows (compress them, say) rather than only
+change the schema is a Python file `NNNN_name.py` with a function
+`upgrade(conn)`, run in the same transaction as its record. It does SQL only.
 """
 
+import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 FOLDER = Path(__file__).resolve().parent
 
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(sql|py)$")
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,8 @@ class Migration:
     number: int
     name: str
     sql: str
+    # For a Python migration: upgrade(conn), and sql is "".
+    upgrade: object = None
 
 
 class MigrationListError(Exception):
@@ -32,7 +39,8 @@ class MigrationListError(Exception):
 def load(folder=FOLDER):
     """Return every migration in the folder, sorted by number."""
     found = {}
-    for path in sorted(Path(folder).glob("*.sql")):
+    paths = [*Path(folder).glob("*.sql"), *Path(folder).glob("[0-9]*.py")]
+    for path in sorted(paths):
         match = _NAME.match(path.name)
         if match is None:
             raise MigrationListError(
@@ -44,6 +52,16 @@ def load(folder=FOLDER):
             raise MigrationListError(
                 f"migrations {found[number].name!r} and {match.group(2)!r} share number {number}"
             )
-        found[number] = Migration(number, match.group(2), path.read_text())
+        if match.group(3) == "py":
+            found[number] = Migration(number, match.group(2), "", _upgrade_of(path))
+        else:
+            found[number] = Migration(number, match.group(2), path.read_text())
 
     return [found[n] for n in sorted(found)]
+
+
+def _upgrade_of(path):
+    spec = importlib.util.spec_from_file_location(f"{__name__}.m{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.upgrade
