@@ -35,6 +35,9 @@ def build_parser():
     serve.add_argument("--interface", help="the PXE-facing network interface")
     serve.add_argument("--http-port", type=int, help="boot files and iPXE scripts (default 80)")
     serve.add_argument("--https-port", type=int, help="API and web page (default 443)")
+    serve.add_argument(
+        "--workers", type=int, help="processes serving the HTTPS port together (default 1)"
+    )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", choices=["text", "json"])
 
@@ -65,6 +68,7 @@ def load_settings(args):
         "server.interface": getattr(args, "interface", None),
         "server.http_port": getattr(args, "http_port", None),
         "server.https_port": getattr(args, "https_port", None),
+        "http.workers": getattr(args, "workers", None),
         "log.level": getattr(args, "log_level", None),
         "log.format": getattr(args, "log_format", None),
     }

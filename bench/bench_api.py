@@ -5,6 +5,15 @@
     .venv/bin/python -m bench.bench_api read    --connections 1000 --rate 2000 --seconds 20
     .venv/bin/python -m bench.bench_api ceiling --connections 1000 --seconds 20
     .venv/bin/python -m bench.bench_api crash   --rounds 10 --creations 500
+    .venv/bin/python -m bench.bench_api read    --connections 1000 --workers 2
+    .venv/bin/python -m bench.bench_api table   --seconds 20
+
+--workers N runs the real `cloudboot serve --workers N` (N processes on one
+HTTPS port, appliance/workers.py) instead of the single-process test server,
+and N ceiling processes sharing their port with SO_REUSEPORT, so the two are
+compared on equal terms. `table` runs ceiling and read at 1,000 connections
+and create at 500, for workers=1 and workers=2, one after the other in one
+run, and prints the load average before and after (the machine is shared).
 
 create:  POST /api/v1/jobs (a new Idempotency-Key each) over keep-alive TLS connections.
 read:    GET /api/v1/machines?limit=50.
@@ -178,18 +187,92 @@ def client_context():
 # -- servers ----------------------------------------------------------------------
 
 
-def start_api_server(data_dir, machines):
+def start_api_server(data_dir, machines, workers=0):
     sys.path.insert(0, str(REPO))
+    if workers:
+        return ServeProcess(data_dir, machines, workers).start()
+
     from tests.api_process import ApiProcess
 
     return ApiProcess(data_dir, machines=machines, tls=True).start()
 
 
+class ServeProcess:
+    """`cloudboot serve --interface lo --workers N` on high loopback ports, over a seeded store.
+
+    Offers what ApiProcess offers the workloads: ready["port"], ready["machines"],
+    token(role) and kill().
+    """
+
+    def __init__(self, folder, machines, workers):
+        self.folder = Path(folder)
+        self.data = self.folder / "data"
+        self.machines = machines
+        self.workers = workers
+        self.process = None
+        self.ready = None
+
+    def start(self, timeout=120):
+        from tests.syslog_support import free_port
+
+        self.data.mkdir(mode=0o700)
+        seeded = trio.run(_seed_store, self.data, self.machines)
+        port = free_port()
+        config = self.folder / "serve.toml"
+        config.write_text(
+            '[dhcp]\nenabled = false\n[tftp]\nenabled = false\n[log]\nlevel = "warning"\n'
+            f"[server]\nhttp_port = {free_port()}\nhttps_port = {port}\n"
+        )
+        self.log = self.folder / "serve.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "appliance.cli", "serve", "--interface", "lo"]
+                + ["--data-dir", str(self.data), "--config", str(config)]
+                + ["--workers", str(self.workers), "--log-level", "info"],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while "appliance ready" not in self.log.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"serve did not start: {self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        self.ready = {"port": port, **seeded}
+        return self
+
+    def token(self, role="admin"):
+        return self.ready["tokens"][role]
+
+    def kill(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+        locked = self.log.read_text(errors="replace").count("database is locked")
+        if locked:
+            print(f"serve log: 'database is locked' {locked} times", file=sys.stderr)
+
+
+async def _seed_store(data, machines):
+    from appliance.store import Store
+    from tests.api_server import seed
+
+    store = await Store.open(Path(data) / "cloudboot.db")
+    try:
+        return await seed(store, machines)
+    finally:
+        await store.close()
+
+
 CEILING_BODY = json.dumps({"items": [], "next_cursor": None}).encode()
 
 
-async def ceiling_server(port_file):
-    """A bare trio + h11 TLS server answering every request with a constant JSON body."""
+async def ceiling_server(port_file, port=0):
+    """A bare trio + h11 TLS server answering every request with a constant JSON body.
+
+    With a port given, it listens there with SO_REUSEPORT beside its siblings.
+    """
     from appliance.http import ensure_self_signed, make_ssl_context
 
     folder = Path(port_file).parent
@@ -219,19 +302,30 @@ async def ceiling_server(port_file):
         except (trio.BrokenResourceError, h11.ProtocolError, ssl.SSLError):
             return
 
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    if port:
+        from appliance.http import open_listeners
+
+        listeners = await open_listeners("127.0.0.1", port, reuse_port=True)
+    else:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     Path(port_file).write_text(str(listeners[0].socket.getsockname()[1]))
     await trio.serve_listeners(handle, listeners)
 
 
-def start_ceiling(folder):
-    port_file = Path(folder) / "ceiling.port"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.bench_api", "ceiling-server", str(port_file)], cwd=REPO
-    )
-    while not port_file.exists():
-        time.sleep(0.05)
-    return process, int(port_file.read_text())
+def start_ceiling(folder, processes=1):
+    """`processes` ceiling servers on one port (SO_REUSEPORT when more than one)."""
+    from tests.syslog_support import free_port
+
+    port = free_port() if processes > 1 else 0
+    started = []
+    for index in range(processes):
+        port_file = Path(folder) / f"ceiling-{index}.port"
+        command = [sys.executable, "-m", "bench.bench_api", "ceiling-server", str(port_file)]
+        started.append(subprocess.Popen([*command, "--port", str(port)], cwd=REPO))
+        while not port_file.exists():
+            time.sleep(0.05)
+        port = int(port_file.read_text())
+    return started, port
 
 
 # -- workloads --------------------------------------------------------------------
@@ -341,11 +435,11 @@ def _milliseconds(text):
 def run_load(arguments):
     with tempfile.TemporaryDirectory(prefix="cloudboot-bench-") as folder:
         if arguments.workload == "ceiling":
-            process, port = start_ceiling(folder)
+            processes, port = start_ceiling(folder, max(1, arguments.workers))
             make = lambda: ("GET", "/", [], b"")  # noqa: E731 (one-line request factory)
-            stop = functools.partial(process.send_signal, signal.SIGTERM)
+            stop = functools.partial(_stop_all, processes)
         else:
-            server = start_api_server(folder, arguments.machines)
+            server = start_api_server(folder, arguments.machines, arguments.workers)
             port = server.ready["port"]
             make = (create_request if arguments.workload == "create" else read_request)(server)
             stop = server.kill
@@ -362,8 +456,48 @@ def run_load(arguments):
         print(raw)
     mode = f"open-loop {arguments.rate}/s" if arguments.rate else "closed-loop"
     summary["client"] = "wrk" if use_wrk(arguments) else "python"
+    summary["workers"] = arguments.workers or 1
     print(json.dumps({"workload": arguments.workload, "mode": mode,
                       "connections": arguments.connections, **summary}))  # fmt: skip
+    return summary
+
+
+def _stop_all(processes):
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        process.wait(timeout=30)
+
+
+# The acceptance run: (workload, connections) for each worker count, in this order.
+TABLE_RUNS = (("ceiling", 1000), ("read", 1000), ("create", 500))
+
+
+def run_table(arguments):
+    """Every TABLE_RUNS entry for workers=1 and workers=2, then a Markdown table."""
+    before = Path("/proc/loadavg").read_text().split()[:3]
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    rows = []
+    for workers in (1, 2):
+        for workload, connections in TABLE_RUNS:
+            run = argparse.Namespace(**vars(arguments))
+            run.workload, run.connections, run.workers = workload, connections, workers
+            rows.append((workers, workload, connections, run_load(run)))
+    after = Path("/proc/loadavg").read_text().split()[:3]
+    ended = time.strftime("%H:%M UTC", time.gmtime())
+
+    print(f"\n{started} to {ended}; load average before {' '.join(before)}, "
+          f"after {' '.join(after)}\n")  # fmt: skip
+    print("| workers | workload | connections | requests/s | p50 ms | p99 ms | non-2xx | errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    for workers, workload, connections, summary in rows:
+        statuses = summary.get("statuses", {})
+        non_2xx = statuses.get("non-2xx", 0) + sum(
+            count for status, count in statuses.items() if str(status).isdigit() and status >= 300
+        )
+        print(f"| {workers} | {workload} | {connections} | {summary.get('per_second')} | "
+              f"{summary.get('p50_ms')} | {summary.get('p99_ms')} | {non_2xx} | "
+              f"{summary.get('errors')} |")  # fmt: skip
 
 
 def use_wrk(arguments):
@@ -395,7 +529,7 @@ def run_crash(arguments):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "workload", choices=["create", "read", "ceiling", "crash", "ceiling-server"]
+        "workload", choices=["create", "read", "ceiling", "crash", "table", "ceiling-server"]
     )
     parser.add_argument("port_file", nargs="?")
     parser.add_argument("--connections", type=int, default=100)
@@ -405,13 +539,22 @@ def main():
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--creations", type=int, default=500)
     parser.add_argument("--client", choices=["wrk", "python"], default="wrk")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run the real `cloudboot serve --workers N` (and N ceiling processes)",
+    )
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--verbose", action="store_true")
     arguments = parser.parse_args()
 
     if arguments.workload == "ceiling-server":
-        trio.run(ceiling_server, arguments.port_file)
+        trio.run(ceiling_server, arguments.port_file, arguments.port)
     elif arguments.workload == "crash":
         run_crash(arguments)
+    elif arguments.workload == "table":
+        run_table(arguments)
     else:
         run_load(arguments)
 

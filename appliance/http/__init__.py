@@ -10,7 +10,7 @@ nothing about machines, jobs or the store, and must never import them.
 """
 
 from appliance.http._router import RouteError, Router
-from appliance.http._server import HttpStats, open_listeners, serve
+from appliance.http._server import HttpStats, open_listeners, serve, serve_listeners
 from appliance.http._tls import certificate_fingerprint, ensure_self_signed, make_ssl_context
 from appliance.http._types import HttpError, Request, Response
 
@@ -26,4 +26,5 @@ __all__ = [
     "make_ssl_context",
     "open_listeners",
     "serve",
+    "serve_listeners",
 ]

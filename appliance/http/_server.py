@@ -71,6 +71,26 @@ async def serve(
     port 0 finds the real one with listeners[0].socket.getsockname().
     """
     listeners = await open_listeners(host, port, reuse_port=reuse_port)
+    await serve_listeners(
+        router,
+        listeners,
+        http_settings,
+        ssl_context=ssl_context,
+        stats=stats,
+        task_status=task_status,
+    )
+
+
+async def serve_listeners(
+    router,
+    listeners,
+    http_settings,
+    *,
+    ssl_context=None,
+    stats=None,
+    task_status=trio.TASK_STATUS_IGNORED,
+):
+    """Serve `router` on listeners the caller opened (e.g. a Unix socket) until cancelled."""
     server = _Server(router, http_settings, ssl_context, stats or HttpStats())
     await trio.serve_listeners(server.handle_stream, listeners, task_status=task_status)
 
@@ -157,6 +177,9 @@ def _peer(stream):
     try:
         address = stream.socket.getpeername()
     except (AttributeError, OSError):
+        return ("", 0)
+    if not isinstance(address, tuple):
+        # A Unix-domain peer has no address and port (getpeername gives a path or "").
         return ("", 0)
     return (address[0], address[1])
 

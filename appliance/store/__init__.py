@@ -5,6 +5,7 @@ package opens the database file.
 """
 
 from appliance.store._migrate import SchemaError
+from appliance.store._readonly import ReadOnlyStore
 from appliance.store._store import (
     APPLIANCE_ID_FILE,
     StorageFullError,
@@ -15,6 +16,7 @@ from appliance.store._store import (
 
 __all__ = [
     "APPLIANCE_ID_FILE",
+    "ReadOnlyStore",
     "SchemaError",
     "StorageFullError",
     "Store",
