@@ -1,9 +1,14 @@
 """A real rsyslog (Debian package) started on loopback as a second instance, for the tests.
 
-`Rsyslog(folder, port, tls=True)` writes a configuration with imtcp (gtls
-driver when tls) or imudp on 127.0.0.1, and an omfile action writing each
-received message as it arrived (%rawmsg%) to a file. start() and stop()
-run and SIGKILL the daemon; messages() reads what it wrote.
+`Rsyslog(folder, port, transport)` writes a configuration with imtcp ("tls"
+with the gtls driver, or "tcp"), imudp ("udp") or imrelp ("relp", Debian
+package rsyslog-relp; "relp+tls" with its GnuTLS support) on 127.0.0.1, and
+an omfile action writing each received message as it arrived (%rawmsg%) to a
+file. For RELP the main queue is Direct: the omfile write happens before
+imrelp answers `rsp 200`, so an acknowledged message is in the file even if
+the daemon is SIGKILLed right after (the configuration a bank's collector needs
+for RELP's guarantee to mean "stored"). start() and kill() run and SIGKILL
+the daemon; stop() ends it with SIGTERM; messages() reads what it wrote.
 """
 
 import datetime
@@ -22,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
+IMRELP = "/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so"
 
 
 def free_port(kind=socket.SOCK_STREAM):
@@ -66,6 +72,8 @@ class Rsyslog:
     def __init__(self, folder, port, transport="tls"):
         if not os.path.exists(RSYSLOGD):
             pytest.skip("rsyslogd is not installed (Debian packages rsyslog, rsyslog-gnutls)")
+        if transport.startswith("relp") and not os.path.exists(IMRELP):
+            pytest.skip("rsyslog's imrelp is not installed (Debian package rsyslog-relp)")
         self.folder = folder
         self.port = port
         self.transport = transport
@@ -74,7 +82,7 @@ class Rsyslog:
         self.work = folder / "work"
         self.work.mkdir(exist_ok=True)
         self.process = None
-        if transport == "tls":
+        if transport in ("tls", "relp+tls"):
             self.cert, self.key = self_signed(folder)
         self.conf = folder / "rsyslog.conf"
         self.conf.write_text(self._config())
@@ -87,8 +95,15 @@ class Rsyslog:
                 f' defaultNetstreamDriverCertFile="{self.cert}"'
                 f' defaultNetstreamDriverKeyFile="{self.key}"'
             )
-        lines[0] += ")"
-        if self.transport == "udp":
+        # Room for large details; imrelp refuses a frame over its maxDataSize.
+        lines[0] += ' maxMessageSize="64k")'
+        if self.transport.startswith("relp"):
+            lines.append('main_queue(queue.type="Direct")')
+            lines.append('module(load="imrelp")')
+            lines.append(
+                f'input(type="imrelp" address="127.0.0.1" port="{self.port}"{self._relp_tls()})'
+            )
+        elif self.transport == "udp":
             lines.append('module(load="imudp")')
             lines.append(f'input(type="imudp" address="127.0.0.1" port="{self.port}")')
         else:
@@ -102,6 +117,16 @@ class Rsyslog:
         lines.append('template(name="raw" type="string" string="%rawmsg%\\n")')
         lines.append(f'action(type="omfile" file="{self.output}" template="raw")')
         return "\n".join(lines) + "\n"
+
+    def _relp_tls(self):
+        if self.transport != "relp+tls":
+            return ""
+        return (
+            # imrelp with its own certificate always asks the client for one (mutual
+            # TLS); "certvalid" accepts any client certificate that chains to caCert.
+            f' tls="on" tls.authMode="certvalid" tls.caCert="{self.cert}"'
+            f' tls.myCert="{self.cert}" tls.myPrivKey="{self.key}"'
+        )
 
     def start(self):
         self.pidfile.unlink(missing_ok=True)
@@ -117,7 +142,15 @@ class Rsyslog:
             if self.transport == "udp" or _listening(self.port):
                 return
             time.sleep(0.05)
-        raise RuntimeError("rsyslogd did not start listening within 15 s")
+        output = self.process.stdout.peek() if self.process.stdout else b""
+        self.kill()
+        raise RuntimeError(f"rsyslogd did not start listening within 15 s: {output!r:.500}")
+
+    def stop(self):
+        """A clean shutdown (SIGTERM), as `systemctl stop rsyslog` does."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
 
     def kill(self):
         if self.process and self.process.poll() is None:

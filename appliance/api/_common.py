@@ -29,6 +29,11 @@ async def require(request, store, role):
     return auth.require(request, role).name
 
 
+def source_of(request):
+    """The client's address, for the audit record's source."""
+    return request.client[0] if request.client else None
+
+
 def service_errors(handler):
     """Turn the services' errors (which carry status and code) into HttpError."""
 

@@ -157,5 +157,7 @@ class _Handlers:
             result["status"],
             result["message"],
             data,
+            request.trace_id,
+            request.client[0] if request.client else None,
         )
         return Response(204)

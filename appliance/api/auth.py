@@ -6,7 +6,7 @@ one with 401 (WWW-Authenticate: Bearer) or a too-small role with 403. Token
 values appear only once, in the answer to the request that issued them.
 """
 
-from appliance.api._common import json_body
+from appliance.api._common import json_body, source_of
 from appliance.api.agent import translate_errors
 from appliance.core import auth
 from appliance.http import HttpError, Response
@@ -55,7 +55,12 @@ class _Handlers:
         principal = await auth.authorize(self.store, request, "admin")
         body = _object(request)
         user = await self.store.write(
-            _create_user, body.get("name"), body.get("role"), principal.name, request.trace_id
+            _create_user,
+            body.get("name"),
+            body.get("role"),
+            principal.name,
+            request.trace_id,
+            source_of(request),
         )
         return Response.json(user, status=201)
 
@@ -78,29 +83,34 @@ class _Handlers:
             minted,
             body.get("description", ""),
             request.trace_id,
+            source_of(request),
         )
         return Response.json({**record, "token": minted[0]}, status=201)
 
     async def revoke_token(self, request):
         principal = await auth.authorize(self.store, request, "admin")
         record = await self.store.write(
-            _revoke_token, request.path_params["token_id"], principal.name, request.trace_id
+            _revoke_token,
+            request.path_params["token_id"],
+            principal.name,
+            request.trace_id,
+            source_of(request),
         )
         return Response.json(record)
 
 
-def _create_user(conn, name, role, actor, trace_id):
-    return auth.create_user(conn, name, role, actor, trace_id=trace_id, source="api")
+def _create_user(conn, name, role, actor, trace_id, source):
+    return auth.create_user(conn, name, role, actor, trace_id=trace_id, source=source)
 
 
-def _issue_token(conn, user, ttl_days, actor, minted, description, trace_id):
+def _issue_token(conn, user, ttl_days, actor, minted, description, trace_id, source):
     return auth.issue_user_token(
-        conn, user, ttl_days, actor, minted, description, trace_id=trace_id, source="api"
+        conn, user, ttl_days, actor, minted, description, trace_id=trace_id, source=source
     )
 
 
-def _revoke_token(conn, token_id, actor, trace_id):
-    return auth.revoke_token(conn, token_id, actor, trace_id=trace_id, source="api")
+def _revoke_token(conn, token_id, actor, trace_id, source):
+    return auth.revoke_token(conn, token_id, actor, trace_id=trace_id, source=source)
 
 
 def _object(request):

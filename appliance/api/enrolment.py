@@ -5,7 +5,7 @@ it reports a serial or MAC from the imported list. Every approval and import
 is audited (appliance/core/machines.py records it in the same transaction).
 """
 
-from appliance.api._common import json_body
+from appliance.api._common import json_body, source_of
 from appliance.api.agent import translate_errors
 from appliance.core import auth, machines
 from appliance.http import Response
@@ -30,7 +30,9 @@ class _Handlers:
     async def approve(self, request):
         principal = await auth.authorize(self.store, request, "operator")
         machine_id = request.path_params["machine_id"]
-        await machines.approve(self.store, machine_id, principal.name, request.trace_id)
+        await machines.approve(
+            self.store, machine_id, principal.name, request.trace_id, source_of(request)
+        )
         return Response.json(await self.store.read(machines.machine_document, machine_id))
 
     async def conflicts(self, request):
@@ -50,7 +52,7 @@ class _Handlers:
         principal = await auth.authorize(self.store, request, "operator")
         serials, macs = machines.check_expected(json_body(request))
         outcome = await machines.import_expected(
-            self.store, serials, macs, principal.name, request.trace_id
+            self.store, serials, macs, principal.name, request.trace_id, source_of(request)
         )
         return Response.json(outcome)
 

@@ -19,8 +19,10 @@ _MAX_FIELD = 512
 
 def register_routes(router, app):
     async def status(request):
-        await auth.authorize(app.store, request, "admin")
+        principal = await auth.authorize(app.store, request, "admin")
         master = getattr(app, "master", None)
+        # Key status is a sensitive read (issue 7): who looked, and when, is audited.
+        await _record(app, principal, request, None, "ok", action="key.status")
         if master is None:
             return Response.json({"initialised": False, "sealed": False})
         return Response.json({"initialised": True, **_public(master.status())})
@@ -30,6 +32,7 @@ def register_routes(router, app):
         officer, passphrase = _officer_and_passphrase(json_body(request))
         master = getattr(app, "master", None)
         if master is None or not hasattr(master, "unseal"):
+            await _record(app, principal, request, officer, "failed")
             raise HttpError(409, "not_dual_control", "the master key is not under dual control")
 
         import keys
@@ -65,18 +68,18 @@ def _public(state):
     return public
 
 
-async def _record(app, principal, request, officer, result):
+async def _record(app, principal, request, officer, result, action="key.unseal"):
     def write(conn):
         audit.record(
             conn,
             actor=principal.name,
-            action="key.unseal",
+            action=action,
             resource_type="master_key",
             resource_id=None,
             result=result,
             trace_id=request.trace_id,
             source=request.client[0],
-            details={"officer": officer[:64]},
+            details={} if officer is None else {"officer": officer[:64]},
         )
 
     await app.store.write(write)

@@ -17,6 +17,7 @@ from appliance.api._common import (
     query_one,
     require,
     service_errors,
+    source_of,
 )
 from appliance.core import jobs, machines
 from appliance.core.jobs import decode_cursor, encode_cursor
@@ -102,14 +103,18 @@ class _Handlers:
             replace=replace,
             actor=actor,
             trace_id=request.trace_id,
+            source=source_of(request),
         )
         return Response.json(await self._machine(request))
 
     async def retire(self, request):
         actor = await require(request, self.store, "admin")
         machine_id = request.path_params["machine_id"]
-        await machines.retire(self.store, machine_id, actor=actor, trace_id=request.trace_id)
-        await jobs.cancel_machine_jobs(self.store, machine_id, actor, request.trace_id)
+        source = source_of(request)
+        await machines.retire(
+            self.store, machine_id, actor=actor, trace_id=request.trace_id, source=source
+        )
+        await jobs.cancel_machine_jobs(self.store, machine_id, actor, request.trace_id, source)
         return Response.json(await self._machine(request))
 
     async def inventory(self, request):

@@ -12,7 +12,16 @@ fails before that is reopened and the batch is sent again from the cursor:
 at-least-once, so the collector may see an event twice and can drop the
 repeat by its seq. Plain syslog has no application acknowledgement: bytes
 the collector's kernel acknowledged but the collector did not write before
-it crashed are lost (RELP would close that gap; see docs/limitations.md).
+it crashed are lost.
+
+RELP (relp:// or relp+tls://, appliance/core/relp.py) closes that gap: the
+collector answers each message with `rsp 200` for its transaction number,
+and only that application acknowledgement moves the cursor, to the highest
+event below which nothing is outstanding. Up to RELP_WINDOW messages are in
+flight; whatever was not acknowledged when a connection ends is sent again
+from the cursor on the next one, so here too a repeat carries the same seq.
+A message the collector refuses (rsp 500) is never skipped: the connection is
+dropped with an error log line and the event sent again after the retry delay.
 
 UDP has no acknowledgement at all: the cursor moves once a datagram is
 handed to the kernel.
@@ -34,7 +43,7 @@ from dataclasses import dataclass
 
 import trio
 
-from appliance.core import audit
+from appliance.core import audit, relp
 from appliance.store import now
 
 log = logging.getLogger(__name__)
@@ -54,15 +63,23 @@ ACK_TIMEOUT_SECONDS = 10.0
 # this, the connection is dropped and opened again.
 SEND_TIMEOUT_SECONDS = 30.0
 TCP_ESTABLISHED = 1
+# RELP messages sent and not yet acknowledged; rsyslog's omrelp uses the same order
+# of magnitude (windowSize 128 by default).
+RELP_WINDOW = 128
+RELP_SOFTWARE = "cloudboot,1,https://cloudboot.invalid"
 
 
 class ForwardError(Exception):
     """The forward target setting cannot be used."""
 
 
+class CollectorRefused(Exception):
+    """The collector answered a RELP message with an error code: it stays queued."""
+
+
 @dataclass(frozen=True)
 class Target:
-    transport: str  # "tls", "tcp" or "udp"
+    transport: str  # "tls", "tcp", "relp", "relp+tls" or "udp"
     host: str
     port: int
 
@@ -74,11 +91,12 @@ class Target:
 def parse_target(text):
     """audit.forward_target as a Target; ForwardError names what is wrong."""
     parsed = urllib.parse.urlsplit(text)
-    defaults = {"tls": 6514, "tcp": 514, "udp": 514}
+    # RELP has no IANA port; 2514 is the one rsyslog's documentation uses.
+    defaults = {"tls": 6514, "tcp": 514, "udp": 514, "relp": 2514, "relp+tls": 2514}
     if parsed.scheme not in defaults or not parsed.hostname:
         raise ForwardError(
-            f"audit.forward_target must look like tls://host:6514, tcp://host:514 or "
-            f"udp://host:514, got {text!r}"
+            f"audit.forward_target must look like tls://host:6514, tcp://host:514, "
+            f"relp://host:2514, relp+tls://host:2514 or udp://host:514, got {text!r}"
         )
     try:
         port = parsed.port or defaults[parsed.scheme]
@@ -147,6 +165,12 @@ def pending(conn, target_name, limit=BATCH):
     return [audit.as_dict(row) for _, row in zip(range(limit), rows, strict=False)]
 
 
+def pending_after(conn, after_id, limit):
+    """Up to `limit` events after `after_id`, oldest first (a read function)."""
+    rows = audit.iter_events(conn, after_id=after_id, batch=limit)
+    return [audit.as_dict(row) for _, row in zip(range(limit), rows, strict=False)]
+
+
 def advance(conn, target_name, last_id):
     """Write function: the collector has everything up to last_id."""
     conn.execute(
@@ -178,23 +202,47 @@ class Forwarder:
         self.poll_seconds = poll_seconds
         self.sent = 0
         self.reconnects = 0
+        # RELP: set (and replaced) each time the collector's answers are taken in.
+        self._progress = None
 
     async def run(self, retry_seconds=2.0):
         """Forward forever; reconnect after every failure (serve.py runs this in its nursery)."""
         while True:
             try:
-                if self.target.transport == "udp":
-                    await self._run_udp()
-                else:
-                    await self._run_stream()
+                await self._run_once()
             except (OSError, trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError) as e:
                 self.reconnects += 1
                 log.warning("audit forwarding to %s interrupted: %s", self.target.name, e)
+            except (relp.RelpProtocolError, CollectorRefused) as e:
+                self.reconnects += 1
+                log.error(
+                    "audit forwarding to %s stopped, events stay queued and are sent again"
+                    " in %.1f s: %s",
+                    self.target.name,
+                    retry_seconds,
+                    e,
+                )
             await trio.sleep(retry_seconds)
+
+    async def _run_once(self):
+        if self.target.transport == "udp":
+            await self._run_udp()
+        elif self.target.transport.startswith("relp"):
+            try:
+                await self._run_relp()
+            except BaseExceptionGroup as group:
+                # The sender and the acknowledgement reader run as two tasks; report
+                # the failure that ended the session, not the group around it.
+                failure = _first_failure(group)
+                if failure is None:
+                    raise
+                raise failure from None
+        else:
+            await self._run_stream()
 
     async def _connect(self):
         host, port = self.target.host, self.target.port
-        if self.target.transport == "tls":
+        if self.target.transport in ("tls", "relp+tls"):
             context = self.ssl_context or ssl.create_default_context()
             return await trio.open_ssl_over_tcp_stream(host, port, ssl_context=context)
         return await trio.open_tcp_stream(host, port)
@@ -227,6 +275,82 @@ class Forwarder:
                     return
                 await trio.sleep(0.01)
 
+    async def _run_relp(self):
+        with trio.fail_after(SEND_TIMEOUT_SECONDS):
+            stream = await self._connect()
+        session = relp.ClientSession(RELP_SOFTWARE)
+        self._progress = trio.Event()
+        async with stream:
+            await self._relp_open(stream, session)
+            log.info("audit forwarding connected to %s", self.target.name)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._relp_acknowledgements, stream, session)
+                await self._relp_send(stream, session)
+
+    async def _relp_open(self, stream, session):
+        with trio.fail_after(ACK_TIMEOUT_SECONDS):
+            await stream.send_all(session.open())
+            while not session.is_open:
+                data = await stream.receive_some(65536)
+                if not data:
+                    raise OSError("the collector closed the connection during RELP open")
+                for outcome in session.receive(data):
+                    if isinstance(outcome, relp.ServerClosing):
+                        raise OSError("the collector sent serverclose during RELP open")
+
+    async def _relp_send(self, stream, session):
+        # Events go out after the last one sent on this connection, which starts
+        # at the cursor: everything unacknowledged on an earlier one is sent again.
+        last_sent = await self.store.read(cursor, self.target.name)
+        while True:
+            room = RELP_WINDOW - session.outstanding
+            events = []
+            if room > 0:
+                events = await self.store.read(pending_after, last_sent, room)
+            if not events:
+                await self._relp_wait(session)
+                continue
+            payload = b"".join(
+                session.syslog(format_message(e, self.hostname), e["id"]) for e in events
+            )
+            with trio.fail_after(SEND_TIMEOUT_SECONDS):
+                await stream.send_all(payload)
+            last_sent = events[-1]["id"]
+
+    async def _relp_wait(self, session):
+        """Wait for an acknowledgement when any is due (bounded), else poll the queue."""
+        if not session.outstanding:
+            await trio.sleep(self.poll_seconds)
+            return
+        progress = self._progress
+        with trio.fail_after(ACK_TIMEOUT_SECONDS):
+            await progress.wait()
+
+    async def _relp_acknowledgements(self, stream, session):
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise OSError(
+                    f"the collector closed the connection with {session.outstanding}"
+                    " messages unacknowledged"
+                )
+            for outcome in session.receive(data):
+                await self._relp_outcome(outcome)
+            self._progress.set()
+            self._progress = trio.Event()
+
+    async def _relp_outcome(self, outcome):
+        if isinstance(outcome, relp.Delivered):
+            await self.store.write(advance, self.target.name, outcome.seq)
+            self.sent += outcome.count
+        elif isinstance(outcome, relp.Refused):
+            raise CollectorRefused(
+                f"the collector refused audit event seq={outcome.seq}:"
+                f" {outcome.code} {outcome.text}"
+            )
+        elif isinstance(outcome, relp.ServerClosing):
+            raise OSError("the collector sent serverclose")
+
     async def _run_udp(self):
         family = socket.AF_INET6 if ":" in self.target.host else socket.AF_INET
         with trio.socket.socket(family, socket.SOCK_DGRAM) as sock:
@@ -249,9 +373,35 @@ def forwarder_from_settings(store, settings):
         return None
     target = parse_target(settings.audit.forward_target)
     context = None
-    if target.transport == "tls":
-        try:
-            context = ssl.create_default_context(cafile=settings.audit.forward_ca_file or None)
-        except (OSError, ssl.SSLError) as e:
-            raise ForwardError(f"audit.forward_ca_file cannot be used: {e}") from None
+    if target.transport in ("tls", "relp+tls"):
+        context = _tls_context(settings.audit)
     return Forwarder(store, target, settings.server.service_name, context)
+
+
+def _tls_context(audit_settings):
+    try:
+        context = ssl.create_default_context(cafile=audit_settings.forward_ca_file or None)
+    except (OSError, ssl.SSLError) as e:
+        raise ForwardError(f"audit.forward_ca_file cannot be used: {e}") from None
+    if not audit_settings.forward_cert_file:
+        return context
+    try:
+        context.load_cert_chain(
+            audit_settings.forward_cert_file, audit_settings.forward_key_file or None
+        )
+    except (OSError, ssl.SSLError) as e:
+        raise ForwardError(
+            f"audit.forward_cert_file / forward_key_file cannot be used: {e}"
+        ) from None
+    return context
+
+
+def _first_failure(group):
+    """The first exception in a (nested) exception group that is not a cancellation."""
+    for exception in group.exceptions:
+        found = exception
+        if isinstance(exception, BaseExceptionGroup):
+            found = _first_failure(exception)
+        if found is not None and not isinstance(found, trio.Cancelled):
+            return found
+    return None
