@@ -119,8 +119,11 @@ def run(args):
     import keys
     from appliance import key_audit
     from appliance.config import StoreSettings
-    from keys import cli
+    from keys import cli, hygiene
 
+    # These commands hold a master key, an officer's share or a vendor's signing
+    # key in memory: no core dump and no ptrace by other users may reach them.
+    hygiene.harden_process()
     function = getattr(cli, args.keys_function)
     kwargs = {
         flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))

@@ -1,22 +1,35 @@
-"""Key and provider events from console commands, written into the appliance's audit log.
+"""Key and provider events, written into the appliance's audit log.
 
 keys/ reports every use of a key to a callback `audit(event: dict)` (keys/audit.py).
-`store_audit(data_dir, store_settings)` gives the `cloudboot keys|vendor|provider`
-commands a callback that commits each event into the store's audit table
-before the key operation goes on, so `cloudboot audit query --action key.unwrap`
-shows it beside every other action. Key events become actions `key.<event>`
-(key.unwrap, key.vendor-trust-add, key.watermark-violation, ...).
+Key events become actions `key.<event>` (key.unwrap, key.seal, key.unseal-share,
+key.vendor-trust-add, key.watermark-violation, ...), beside every other action,
+so `cloudboot audit query --action key.unwrap` shows them.
 
-The store is driven by trio; the commands are plain blocking code that may
-prompt for a passphrase. So the store lives in a trio loop on a background
-thread and the callback hands each write to it, keeping getpass and Ctrl-C
-in the main thread.
+Three callbacks, one per kind of process:
+
+- ApplianceKeyAudit, for `cloudboot serve`: its keyring, its master key source
+  and the backup child (which sends its events back to its parent) all report
+  here. A call from the trio thread is queued for the writer task (the store's
+  writer cannot be awaited from synchronous code); a call from a worker or
+  other thread waits until the event is committed (so a key must never be used
+  inside a store write function: the writer would wait for itself).
+- StoreAudit via store_audit(), for `cloudboot keys|vendor|provider`: blocking
+  commands that may prompt for a passphrase; the store lives in a trio loop on
+  a background thread and each event commits before the key operation goes on.
+- PendingAudit, for `cloudboot backup ...`: a restore must not have the store
+  open while it swaps the database, so events are kept and committed after
+  the command, into whichever database is live then.
+
+When the store cannot take an event, it goes to <data_dir>/keys/access.log
+instead (keys.audit.AccessLog), with the reason, and a warning is logged:
+a key use must never go unrecorded.
 
 This module must never put key bytes into a record: keys/ events carry none,
 and nothing is added here but the event's own fields.
 """
 
 import logging
+import math
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -163,3 +176,123 @@ def store_audit(data_dir, store_settings, source="cli"):
         yield sink
     finally:
         sink.close()
+
+
+def _record_event(conn, fields):
+    return audit.record(conn, **fields)
+
+
+def _in_trio_thread(token) -> bool:
+    """True when called on the trio thread of the run that owns `token`."""
+    try:
+        current = trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return token is None or current is token
+
+
+class ApplianceKeyAudit:
+    """keys/ audit callback of the running appliance: every key event into the audit table.
+
+    Start run(store) in the appliance's nursery; at shutdown, drain() writes
+    what is still queued before the store closes.
+    """
+
+    def __init__(self, data_dir, source="appliance"):
+        self.data_dir = data_dir
+        self.source = source
+        self.store = None
+        self._token = None
+        self._send, self._receive = trio.open_memory_channel(math.inf)
+        # Counted, not logged: `recorded` is for tests and a future status page.
+        self.recorded = 0
+
+    async def run(self, store, *, task_status=trio.TASK_STATUS_IGNORED):
+        self.store = store
+        self._token = trio.lowlevel.current_trio_token()
+        task_status.started()
+        async for fields in self._receive:
+            await self._write(fields)
+
+    async def drain(self, store=None):
+        """Write every queued event now (call shielded, before the store closes)."""
+        self.store = store or self.store
+        while True:
+            try:
+                fields = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            await self._write(fields)
+
+    def __call__(self, event: dict) -> None:
+        fields = record_fields(event, self.source)
+        if _in_trio_thread(self._token):
+            self._send.send_nowait(fields)
+            return
+        if self._token is None:
+            self._to_file(fields, "the appliance's audit writer has not started")
+            return
+        try:
+            trio.from_thread.run(self._write, fields, trio_token=self._token)
+        except trio.RunFinishedError:
+            self._to_file(fields, "the appliance has stopped")
+
+    async def _write(self, fields):
+        if self.store is None:
+            self._to_file(fields, "the appliance stopped before its store opened")
+            return
+        try:
+            await self.store.write(_record_event, fields)
+        except StoreError as e:
+            self._to_file(fields, str(e))
+            return
+        self.recorded += 1
+
+    def _to_file(self, fields, reason):
+        log.warning(
+            "key event %s not in the audit log (%s): see keys/access.log", fields["action"], reason
+        )
+        FileAudit(self.data_dir, reason).record(**fields)
+
+
+class PendingAudit:
+    """Keeps keys/ events in memory; commit_to() writes them once the store may be opened."""
+
+    def __init__(self, source="cli"):
+        self.source = source
+        self.events = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict) -> None:
+        with self._lock:
+            self.events.append(record_fields(event, self.source))
+
+    def commit_to(self, data_dir, store_settings) -> int:
+        """Write the kept events into the store (access.log if it cannot be opened)."""
+        with self._lock:
+            events, self.events = self.events, []
+        if not events:
+            return 0
+        with store_audit(data_dir, store_settings, self.source) as sink:
+            for fields in events:
+                try:
+                    sink.record(**fields)
+                except AuditUnavailable as e:
+                    FileAudit(data_dir, str(e)).record(**fields)
+        return len(events)
+
+
+def appliance_keyring(data_dir, master, key_events):
+    """The running appliance's Keyring (None without a master key), its events audited.
+
+    Also makes the backups and audit archives of this context use `master`
+    (appliance/backup/keysource.py), so they never load a sealed copy of it.
+    Call it from the task that starts the appliance's services: they inherit it.
+    """
+    if master is None:
+        return None
+    from appliance.backup import keysource
+    from keys.envelope import Keyring
+
+    keysource.hold(master, key_events, actor="appliance")
+    return Keyring(data_dir, master, key_events, actor="appliance")

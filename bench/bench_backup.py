@@ -1,6 +1,8 @@
 """Backup and restore of a large database, the writer stall during a backup, audit cost.
 
 Run by hand: .venv/bin/python bench/bench_backup.py [--machines 100000] [--folder DIR]
+[--master-key-file] (the serve path under a master key: the parent unwraps the
+backups data key and hands it to the child on stdin).
 The folder should be on the disk the appliance will use (fsync and read speed
 decide the figures). Prints one line per figure; docs/benchmarks.md keeps them.
 
@@ -135,8 +137,22 @@ async def _writer_during(store, seconds=None, work=None):
     return writer, (result if work is not None else None)
 
 
-async def measure(folder, machines):
+def _hold_master_key(data_dir, secrets_dir):
+    """A key-file master key, held the way serve holds its master (keysource.hold)."""
+    from appliance.backup import keysource
+    from keys.master import KeyFileMaster, save_config
+
+    events = []
+    master = KeyFileMaster.create(Path(secrets_dir) / "master.key", events.append, data_dir)
+    save_config(data_dir, {"source": "key-file", "key_file": str(master.path)})
+    keysource.hold(master, events.append)
+    print(f"master key {master.key_id} held by this process; the backup child gets a data key")
+
+
+async def measure(folder, machines, secrets_dir=None):
     data_dir = Path(folder)
+    if secrets_dir is not None:
+        _hold_master_key(data_dir, secrets_dir)
     store = await Store.open(data_dir / backups.DATABASE_FILE)
     started = time.perf_counter()
     await store.write(_build, machines)
@@ -213,12 +229,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--machines", type=int, default=100_000)
     parser.add_argument("--folder", default=None)
+    parser.add_argument("--master-key-file", action="store_true")
     args = parser.parse_args()
-    if args.folder:
-        trio.run(measure, args.folder, args.machines)
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-backup-", dir="/var/tmp") as folder:
-        trio.run(measure, folder, args.machines)
+    with tempfile.TemporaryDirectory(prefix="bench-backup-keys-") as secrets_dir:
+        secrets_dir = secrets_dir if args.master_key_file else None
+        if args.folder:
+            trio.run(measure, args.folder, args.machines, secrets_dir)
+            return
+        with tempfile.TemporaryDirectory(prefix="bench-backup-", dir="/var/tmp") as folder:
+            trio.run(measure, folder, args.machines, secrets_dir)
 
 
 if __name__ == "__main__":

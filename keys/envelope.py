@@ -110,16 +110,23 @@ class Keyring:
         _check_purpose(purpose)
         actor = actor or self.actor
         key_id = self._data_key_id(purpose, actor)
-        header = MAGIC + bytes([len(key_id)]) + key_id.encode()
-        nonce = secrets.token_bytes(NONCE_BYTES)
         data_key, _ = self._data_key(key_id, f"seal:{purpose}", actor)
         try:
-            sealed = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
-                plaintext, header + aad, nonce, bytes(data_key)
-            )
+            return seal_with(key_id, data_key, plaintext, aad)
         finally:
             zero(data_key)
-        return header + nonce + sealed
+
+    def data_key_for(self, purpose: str, why: str, actor: str | None = None):
+        """(data key id, the data key, its WrappedKey) of purpose, unwrapped (audited).
+
+        For a process that hands the key to a child of its own (the backup
+        child) so the child never loads the master key; the caller zeroes it.
+        """
+        _check_purpose(purpose)
+        actor = actor or self.actor
+        key_id = self._data_key_id(purpose, actor)
+        data_key, wrapped = self._data_key(key_id, f"{why} {purpose}", actor)
+        return key_id, data_key, wrapped
 
     def open(self, blob: bytes, aad: bytes = b"", actor: str | None = None) -> bytes:
         """Decrypt a blob made by seal() with the same aad."""
@@ -196,6 +203,16 @@ class Keyring:
                 for key_id, record in sorted(keyring["data_keys"].items())
             ],
         }
+
+
+def seal_with(key_id: str, data_key: bytearray, plaintext: bytes, aad: bytes = b"") -> bytes:
+    """A CBE1 blob under an already unwrapped data key; Keyring.open() opens it."""
+    header = MAGIC + bytes([len(key_id)]) + key_id.encode()
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    sealed = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        bytes(plaintext), header + aad, nonce, bytes(data_key)
+    )
+    return header + nonce + sealed
 
 
 def _record_is_sound(record) -> bool:

@@ -17,7 +17,8 @@ import resource
 
 log = logging.getLogger(__name__)
 
-# prctl(2) option number from <linux/prctl.h>.
+# prctl(2) option numbers from <linux/prctl.h>.
+PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 
 # Names that carry secrets by convention, plus the variables that point a
@@ -36,12 +37,21 @@ def harden_process() -> dict:
     and makes /proc/<pid>/mem unreadable to them.
     """
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    result = libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    result = _libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     if result != 0:
         errno = ctypes.get_errno()
         log.warning("prctl(PR_SET_DUMPABLE, 0) failed with errno %d; core dumps are off", errno)
     return {"rlimit_core": 0, "dumpable": result != 0}
+
+
+def process_state() -> dict:
+    """What harden_process() changes, as the kernel reports it now (for tests and `status`)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    return {"rlimit_core": (soft, hard), "dumpable": _libc().prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)}
+
+
+def _libc():
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def scrub_env(env) -> dict:

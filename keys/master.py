@@ -18,6 +18,8 @@ write a master key into the data directory, a log line or an exception.
 """
 
 import base64
+import errno
+import json
 import logging
 import os
 import secrets
@@ -172,16 +174,57 @@ class MasterKeySource:
 
 
 def check_private_file(path: Path, what: str) -> os.stat_result:
-    """Refuse a secret file that anyone but its owner can read or that another user owns.
-
-    The bank requirement is mode 0400 owned by the service user; group or
-    other bits of any kind are refused rather than repaired, because the file
-    may already have been read.
-    """
+    """Refuse a secret file that anyone but its owner can read or that another user owns."""
+    fd = _open_private(path, what)
     try:
-        info = os.stat(path)
+        return _check_private(os.fstat(fd), path, what)
+    finally:
+        os.close(fd)
+
+
+def read_private_file(path: Path, what: str) -> bytes:
+    """The bytes of a secret file, checked and read through one open file descriptor.
+
+    Checking by path and then opening by path again would let someone who can
+    write the directory swap the file in between; here the checks apply to
+    the very file that is read. A symbolic link is refused (O_NOFOLLOW), not
+    followed, because whoever can plant one chooses what is read.
+    """
+    fd = _open_private(path, what)
+    try:
+        _check_private(os.fstat(fd), path, what)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise KeysError(f"cannot read {what} {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _open_private(path: Path, what: str) -> int:
+    # O_NONBLOCK: a FIFO planted under the key's name must not hang the start;
+    # it is refused below as "not a regular file".
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        return os.open(path, flags)
     except FileNotFoundError:
         raise KeysError(f"{what} not found at {path}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise KeysError(
+                f"{what} {path} is a symbolic link; name the regular file itself"
+            ) from None
+        raise KeysError(f"cannot open {what} {path}: {exc.strerror}") from None
+
+
+def _check_private(info: os.stat_result, path: Path, what: str) -> os.stat_result:
+    """The bank requirement: a regular file, one name, mode 0400/0600, owned by the service user.
+
+    Group or other bits of any kind are refused rather than repaired, because
+    the file may already have been read.
+    """
     if not stat.S_ISREG(info.st_mode):
         raise KeysError(f"{what} {path} is not a regular file")
     if info.st_nlink != 1:
@@ -233,8 +276,7 @@ class KeyFileMaster(MasterKeySource):
         return cls(path, audit_fn, data_dir)
 
     def _load(self) -> str:
-        check_private_file(self.path, "master key file")
-        document = read_json(self.path, "master key file", KEYFILE_FORMAT)
+        document = _parse_keyfile(read_private_file(self.path, "master key file"), self.path)
         try:
             versions = {int(v): bytearray(b64(k)) for v, k in document["versions"].items()}
             current, key_id = int(document["current"]), str(document["key_id"])
@@ -282,6 +324,16 @@ class KeyFileMaster(MasterKeySource):
         for key in self._versions.values():
             zero(key)
         self._versions = {}
+
+
+def _parse_keyfile(content: bytes, path: Path) -> dict:
+    try:
+        document = json.loads(content)
+    except ValueError as exc:
+        raise KeysError(f"master key file at {path} cannot be read: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != KEYFILE_FORMAT:
+        raise KeysError(f"{path} is not a CloudBoot master key file ({KEYFILE_FORMAT})")
+    return document
 
 
 def _write_keyfile(path: Path, key_id: str, current: int, versions: dict) -> None:

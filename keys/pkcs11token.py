@@ -20,7 +20,7 @@ import secrets
 from pathlib import Path
 
 from keys.errors import KeysError
-from keys.master import MasterKeySource, check_private_file, refuse_inside
+from keys.master import MasterKeySource, read_private_file, refuse_inside
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,7 @@ def _pkcs11():
 
 def read_pin(pin_file, data_dir) -> str:
     refuse_inside(Path(pin_file), data_dir)
-    check_private_file(Path(pin_file), "PKCS#11 PIN file")
-    return Path(pin_file).read_text().strip()
+    return read_private_file(Path(pin_file), "PKCS#11 PIN file").decode().strip()
 
 
 def _open_session(pkcs11, token, pin: str):

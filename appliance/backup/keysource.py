@@ -21,13 +21,25 @@ wrapped by one master key version) still open while that version lives.
 Unwrapping follows the source named in the backup, so backups made with the
 development key still restore after the master key is configured.
 
+A process that already holds the master key says so with hold() / holding():
+`cloudboot serve` (its key unsealed by the officers through the API, its key
+events going to the audit log) and the backup commands (unsealed on the
+console). Then key_source() uses that master key instead of loading one, which
+under dual control would come up sealed. The backup child process never loads
+the master key: its parent unwraps the keyring's "backups" data key
+(hand_over()) and sends it down a pipe; the child seals with it under
+handed() and reports its key use back as events for the parent to record.
+
 This module must never log, print or write a key other than into its own file.
 """
 
+import contextvars
 import hashlib
 import logging
 import os
 import secrets
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nacl.bindings as sodium
@@ -48,8 +60,92 @@ class KeySourceError(Exception):
     """The wrapping key is missing, unreadable, or is not the one that wrapped a data key."""
 
 
+@dataclass
+class HeldMaster:
+    """A master key source this process holds (unsealed), the audit callback its
+    key events go to, and the actor named in them."""
+
+    master: object
+    audit: object
+    actor: str = "appliance"
+
+
+@dataclass
+class HandedKey:
+    """The keyring's "backups" data key, unwrapped by a parent and handed to a child."""
+
+    master_key_id: str
+    master_version: int
+    data_key_id: str
+    data_key: bytearray
+    events: list = field(default_factory=list)
+
+    def forget(self):
+        from keys.hygiene import zero
+
+        zero(self.data_key)
+
+
+# Context, not a module global: serve's tasks and worker threads inherit it
+# (trio copies the context into both), and a test's process keeps none after.
+_held = contextvars.ContextVar("cloudboot_held_master", default=None)
+_handed = contextvars.ContextVar("cloudboot_handed_backup_key", default=None)
+
+
+def hold(master, audit, actor="appliance"):
+    """From here on in this context, backups and archives use `master` (already loaded)."""
+    _held.set(HeldMaster(master, audit, actor))
+
+
+@contextmanager
+def holding(master, audit, actor="appliance"):
+    token = _held.set(HeldMaster(master, audit, actor))
+    try:
+        yield
+    finally:
+        _held.reset(token)
+
+
+def held():
+    """The HeldMaster of this context, or None."""
+    return _held.get()
+
+
+@contextmanager
+def handed(key):
+    """Inside, key_source() seals backups with the handed data key (the backup child)."""
+    token = _handed.set(key)
+    try:
+        yield
+    finally:
+        _handed.reset(token)
+
+
+def hand_over(data_dir, holding_master):
+    """Unwrap the "backups" data key for a child process (audited as key.unwrap).
+
+    Raises KeySourceError, with the master key's own sentence, when the key is
+    sealed or the keyring cannot be read.
+    """
+    from keys import KeysError
+    from keys.envelope import Keyring
+
+    master = holding_master.master
+    keyring = Keyring(data_dir, master, audit=holding_master.audit, actor=holding_master.actor)
+    try:
+        key_id, data_key, wrapped = keyring.data_key_for(
+            MasterKeyWrap.purpose, "hand to the backup child:"
+        )
+    except KeysError as e:
+        raise KeySourceError(f"the backups data key could not be unwrapped: {e}") from None
+    return HandedKey(master.key_id, wrapped.version, key_id, data_key)
+
+
 def key_source(data_dir):
     """The key source backups and audit archives use on this appliance."""
+    handed_key = _handed.get()
+    if handed_key is not None:
+        return HandedKeySource(handed_key)
     return _Chooser(data_dir)
 
 
@@ -94,10 +190,16 @@ class MasterKeyWrap:
         from keys.master import load_master
 
         self._keys_error = KeysError
+        holder = _held.get()
+        if holder is not None:
+            self.master, self.actor = holder.master, holder.actor
+            self.keyring = Keyring(data_dir, self.master, holder.audit, actor=self.actor)
+            return
         try:
             self.master = load_master(data_dir)
         except KeysError as e:
             raise KeySourceError(f"the master key is not usable: {e}") from None
+        self.actor = "appliance"
         self.keyring = Keyring(data_dir, self.master)
 
     @property
@@ -106,7 +208,7 @@ class MasterKeyWrap:
 
     def wrap(self, data_key):
         try:
-            blob = self.keyring.seal(self.purpose, bytes(data_key), self.aad, actor="appliance")
+            blob = self.keyring.seal(self.purpose, bytes(data_key), self.aad, actor=self.actor)
         except self._keys_error as e:
             raise KeySourceError(f"the master key could not wrap the backup key: {e}") from None
         return {"source": self.name, "key_id": self.master.key_id, "blob": blob}
@@ -120,7 +222,7 @@ class MasterKeyWrap:
                     f"the data key was wrapped by master key {wrapped['key_id']!r}, this "
                     f"appliance's master key is {self.master.key_id!r}"
                 )
-            return self.keyring.open(bytes(wrapped["blob"]), self.aad, actor="appliance")
+            return self.keyring.open(bytes(wrapped["blob"]), self.aad, actor=self.actor)
         except (KeyError, TypeError) as e:
             raise KeySourceError(f"wrapped data key record is damaged: {e!r}") from None
         except self._keys_error as e:
@@ -130,7 +232,42 @@ class MasterKeyWrap:
         from keys.master import WrappedKey
 
         wrapped = WrappedKey.from_dict(record)
-        return bytes(self.master.unwrap(wrapped, purpose="backup", actor="appliance"))
+        return bytes(self.master.unwrap(wrapped, purpose="backup", actor=self.actor))
+
+
+class HandedKeySource:
+    """Seals like MasterKeyWrap, with a data key the parent unwrapped: the backup child."""
+
+    actor = "appliance:backup-child"
+
+    def __init__(self, handed_key):
+        self.handed = handed_key
+
+    @property
+    def key_id(self):
+        return self.handed.master_key_id
+
+    def wrap(self, data_key):
+        from keys import audit as key_events
+        from keys.envelope import seal_with
+
+        handed_key = self.handed
+        blob = seal_with(
+            handed_key.data_key_id, handed_key.data_key, bytes(data_key), MasterKeyWrap.aad
+        )
+        handed_key.events.append(
+            key_events.event(
+                "seal",
+                actor=self.actor,
+                key_id=handed_key.master_key_id,
+                version=handed_key.master_version,
+                purpose=f"seal:backups {handed_key.data_key_id} (the backup file's own key)",
+            )
+        )
+        return {"source": MasterKeyWrap.name, "key_id": handed_key.master_key_id, "blob": blob}
+
+    def unwrap(self, wrapped):
+        raise KeySourceError("the backup child only writes backups; it opens none")
 
 
 class DevKeySource:
