@@ -35,6 +35,15 @@ VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+~-]{0,31}$")
 HOST = re.compile(r"^[A-Za-z0-9._:-]{1,253}$")
 DEVICE = re.compile(r"^/dev/[A-Za-z0-9._/-]{1,120}$")
 MAX_MANIFEST_BYTES = 64 * 1024
+# Capabilities a provider may ask for: RAID controllers' ioctls (md's SET_ARRAY_INFO,
+# MegaRAID's firmware pass-through) check CAP_SYS_ADMIN or CAP_SYS_RAWIO. Nothing else.
+LINUX_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_SYS_RAWIO")
+# Where extra Landlock rules may point: kernel views to read, and the sysfs and /dev
+# entries a RAID tool writes (md's array attributes, /dev/md/NAME links, mdadm's map).
+# Never /dev as a whole: a device node is reached only through the devices grant.
+READ_PREFIXES = ("/proc/", "/sys/")
+WRITE_PREFIXES = ("/sys/devices/virtual/block/", "/sys/module/", "/run/", "/dev/md/")
+PATH = re.compile(r"^/[A-Za-z0-9._/-]{1,127}$")
 
 # Upper bounds a manifest may ask for; the operator's ceiling is usually lower.
 LIMIT_RANGES = {
@@ -65,6 +74,9 @@ class Manifest:
     network: tuple = ()
     devices: tuple = ()
     limits: Limits = field(default_factory=Limits)
+    linux_capabilities: tuple = ()  # asked for; granted only by the operator (runner)
+    read_paths: tuple = ()
+    write_paths: tuple = ()
 
     def to_json(self):
         """The canonical manifest text (sorted keys): what a package stores."""
@@ -73,6 +85,14 @@ class Manifest:
             "devices": [dict(d) for d in self.devices],
             "limits": self.limits.__dict__,
         }
+        # Only when asked for, so the canonical text of older packages stays the same.
+        if self.linux_capabilities:
+            capabilities["linux_capabilities"] = list(self.linux_capabilities)
+        if self.read_paths or self.write_paths:
+            capabilities["paths"] = {
+                "read": list(self.read_paths),
+                "write": list(self.write_paths),
+            }
         document = {
             "schema": SCHEMA,
             "name": self.name,
@@ -122,7 +142,9 @@ def from_dict(doc):
         raise ManifestError(f"schema: expected {SCHEMA!r}, got {doc['schema']!r}")
     capabilities = doc.get("capabilities", {})
     _object(capabilities, "capabilities")
-    _keys(capabilities, "capabilities", optional={"network", "devices", "limits"})
+    _keys(capabilities, "capabilities",
+          optional={"network", "devices", "limits", "linux_capabilities", "paths"})  # fmt: skip
+    read_paths, write_paths = _paths(capabilities.get("paths", {}))
     return Manifest(
         name=_match(doc["name"], "name", NAME),
         version=_match(doc["version"], "version", VERSION),
@@ -134,6 +156,9 @@ def from_dict(doc):
         network=tuple(_network(capabilities.get("network", []))),
         devices=tuple(_devices(capabilities.get("devices", []))),
         limits=_limits(capabilities.get("limits", {})),
+        linux_capabilities=_linux_capabilities(capabilities.get("linux_capabilities", [])),
+        read_paths=read_paths,
+        write_paths=write_paths,
     )
 
 
@@ -211,10 +236,30 @@ def _network(value):
     for index, item in enumerate(value):
         where = f"capabilities.network[{index}]"
         _object(item, where)
-        _keys(item, where, required={"host", "port"})
+        if "from_job" in item:
+            yield _network_from_job(item, where)
+            continue
+        _keys(item, where, required={"host", "port"}, optional={"protocol"})
         _match(item["host"], f"{where}.host", HOST)
         _integer(item["port"], f"{where}.port", 1, 65535)
-        yield {"host": item["host"], "port": item["port"]}
+        protocol_name = _choice(item.get("protocol", "tcp"), f"{where}.protocol", ("tcp", "udp"))
+        if protocol_name == "tcp":
+            yield {"host": item["host"], "port": item["port"]}
+        else:
+            yield {"host": item["host"], "port": item["port"], "protocol": protocol_name}
+
+
+def _network_from_job(item, where):
+    """{"from_job": true}: the provider talks to the one destination each job is granted.
+
+    It asks for nothing by itself: the runner takes the address, port and protocol from the
+    caller's grant (the appliance grants a BMC job exactly the machine's BMC), never from
+    the manifest or the provider's request.
+    """
+    _keys(item, where, required={"from_job"})
+    if item["from_job"] is not True:
+        raise ManifestError(f"{where}.from_job: expected true, got {item['from_job']!r:.40}")
+    return {"from_job": True}
 
 
 def _devices(value):
@@ -242,3 +287,41 @@ def _limits(value):
         low, high = LIMIT_RANGES[name]
         chosen[name] = _integer(raw, f"capabilities.limits.{name}", low, high)
     return Limits(**chosen)
+
+
+def _linux_capabilities(value):
+    """Capabilities from a short allow-list: raw controller ioctls need these and no others."""
+    if not isinstance(value, list):
+        raise ManifestError(f"capabilities.linux_capabilities: expected a list, got {value!r:.80}")
+    where = "capabilities.linux_capabilities"
+    names = [_choice(name, where, LINUX_CAPABILITIES) for name in value]
+    if len(set(names)) != len(names):
+        raise ManifestError(f"{where}: a capability is listed twice: {names!r}")
+    return tuple(names)
+
+
+def _paths(value):
+    """Landlock rules a provider asks for beyond its package: kernel views and RAID nodes."""
+    _object(value, "capabilities.paths")
+    _keys(value, "capabilities.paths", optional={"read", "write"})
+    found = {}
+    for mode, prefixes in (("read", READ_PREFIXES), ("write", WRITE_PREFIXES)):
+        where = f"capabilities.paths.{mode}"
+        items = value.get(mode, [])
+        if not isinstance(items, list):
+            raise ManifestError(f"{where}: expected a list, got {items!r:.80}")
+        found[mode] = tuple(
+            _kernel_path(item, f"{where}[{i}]", prefixes) for i, item in enumerate(items)
+        )
+    return found["read"], found["write"]
+
+
+def _kernel_path(value, where, prefixes):
+    path = _text(value, where, 128)
+    if (
+        not PATH.match(path)
+        or "/." in path
+        or not any(path == p.rstrip("/") or path.startswith(p) for p in prefixes)
+    ):
+        raise ManifestError(f"{where}: expected a path under {', '.join(prefixes)}, got {path!r}")
+    return path

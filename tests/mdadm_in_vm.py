@@ -5,9 +5,11 @@ layer's /init (tests/test_mdadm_vm.py), after the md modules are loaded. Standar
 only: BootOS has Python but no pytest. It never needs a network.
 
 Steps, each recorded with /proc/mdstat as the kernel shows it right after:
-1. the provider through the real sandbox, with the disks granted (the run that shows what
-   the sandbox lets through: md needs CAP_SYS_ADMIN, which the sandbox never grants);
-2. the provider run directly as root: inventory, RAID 1 on two disks, a refused second
+1. the provider through the real sandbox with the disks granted but not CAP_SYS_ADMIN:
+   mdadm refuses, nothing is created;
+2. the same with CAP_SYS_ADMIN granted (uid 0, every other capability dropped, Landlock and
+   seccomp on): RAID 1 on two disks, inventory, delete;
+3. the provider run directly as root: inventory, RAID 1 on two disks, a refused second
    create on a disk now in use, inventory, delete; then RAID 10 on all four disks,
    inventory, delete.
 """
@@ -59,55 +61,17 @@ def direct(action, params):
     }
 
 
-def sandboxed(action, params, devices):
+def sandboxed(action, params, devices, capabilities=()):
     found = manifest.load(PROVIDER)
-    settings = runner.SandboxSettings(runtime_root="/tmp/runtime", allow_missing=True)
-    grants = {"devices": dict.fromkeys(devices, True)}
+    settings = runner.SandboxSettings(runtime_root="/run/runtime", allow_missing=True)
+    grants = {"devices": dict.fromkeys(devices, True), "capabilities": list(capabilities)}
     result = runner.run(PROVIDER, found, protocol.make_request(action, params), grants, settings)
     return {
         "status": result.status,
         "reason": result.reason,
         "message": result.message[:1000],
-        "protections": result.protections,
-        "refusals": [r["syscall"] for r in result.refusals],
-        "stderr": result.stderr[-1500:],
-        "mdstat": mdstat(),
-    }
-
-
-# A provider that only runs `mdadm --create` in the sandbox and hands back what mdadm
-# said: the mdadm provider itself stops earlier, at /proc/mdstat, which Landlock hides.
-PROBE_MANIFEST = {
-    "schema": "cloudboot.provider/1", "name": "mdadm-probe", "version": "1", "vendor": "test",
-    "kind": "raid", "entry": "probe.py", "interpreter": "python3", "protocol": [1],
-    "capabilities": {"devices": [{"path": d, "ioctl": True} for d in DISKS[:2]]},
-}  # fmt: skip
-PROBE = """import json, subprocess, sys
-sys.stdin.readline()
-words = ["--create", "/dev/md/probe", "--level=1", "--raid-devices=2", "--metadata=1.2",
-         "--run", "--force", "/dev/vda", "/dev/vdb"]
-done = subprocess.run(["/sbin/mdadm", *words], capture_output=True, timeout=60)
-data = {"exit": done.returncode, "said": (done.stdout + done.stderr).decode()[-1500:]}
-status = "succeeded" if done.returncode == 0 else "failed"
-print(json.dumps({"type": "result", "status": status, "message": "", "data": data}))
-"""
-
-
-def sandboxed_mdadm_create():
-    directory = "/tmp/mdadm-probe"
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "provider.json"), "w") as handle:
-        json.dump(PROBE_MANIFEST, handle)
-    with open(os.path.join(directory, "probe.py"), "w") as handle:
-        handle.write(PROBE)
-    found = manifest.load(directory)
-    settings = runner.SandboxSettings(runtime_root="/tmp/runtime", allow_missing=True)
-    grants = {"devices": dict.fromkeys(DISKS[:2], True)}
-    result = runner.run(directory, found, protocol.make_request("create", {}), grants, settings)
-    return {
-        "status": result.status,
-        "reason": result.reason,
         "data": result.data,
+        "protections": result.protections,
         "refusals": [r["syscall"] for r in result.refusals],
         "stderr": result.stderr[-1500:],
         "mdstat": mdstat(),
@@ -124,15 +88,18 @@ def raw(words):
 
 
 def main():
-    os.makedirs("/tmp/runtime", exist_ok=True)
+    os.makedirs("/run/runtime", exist_ok=True)
     report = {"uname": os.uname().release, "probe": runner.probe(), "steps": {}}
     steps = report["steps"]
     pair = DISKS[:2]
-    steps["sandbox_inventory"] = sandboxed("inventory", {}, pair)
-    steps["sandbox_create"] = sandboxed(
-        "create", {"level": 1, "devices": pair, "name": "sandboxed"}, pair
+    granted = pair + ["/dev/md127"]
+    create = {"level": 1, "devices": pair, "name": "sandboxed"}
+    steps["sandbox_create_ungranted"] = sandboxed("create", create, pair)
+    steps["sandbox_create"] = sandboxed("create", create, granted, ["CAP_SYS_ADMIN"])
+    steps["sandbox_inventory"] = sandboxed("inventory", {}, granted, ["CAP_SYS_ADMIN"])
+    steps["sandbox_delete"] = sandboxed(
+        "delete", {"array": "sandboxed"}, granted, ["CAP_SYS_ADMIN"]
     )
-    steps["sandbox_mdadm_create"] = sandboxed_mdadm_create()
     steps["inventory_empty"] = direct("inventory", {})
     steps["create_raid1"] = direct("create", {"level": 1, "devices": pair, "name": "mirror"})
     steps["raw_detail_raid1"] = raw(["--detail", "--export", "/dev/md/mirror"])

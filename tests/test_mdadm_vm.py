@@ -1,4 +1,4 @@
-"""The mdadm provider inside a BootOS VM: RAID 1 on two disks, RAID 10 on four, torn down.
+"""The mdadm provider inside a BootOS VM: RAID 1 and 10, in the sandbox and as root, torn down.
 
 The build machines' kernel has no md driver, so only a VM can show an array. The test boots
 the built BootOS kernel and initramfs under QEMU (TCG, no network device) with four sparse
@@ -154,25 +154,38 @@ def test_raid10_delete_leaves_no_array(vm):
 
 
 @pytest.mark.vm
-def test_what_stops_the_provider_in_the_sandbox(vm):
-    """md needs root: mdadm refuses a non-root caller itself, and the md driver's ioctls
-    check CAP_SYS_ADMIN. Landlock also hides /proc/mdstat. Nothing may be created."""
-    inventory = vm["sandbox_inventory"]
-    assert inventory["reason"] == "provider_failed", inventory
-    assert "cannot read /proc/mdstat" in inventory["message"]
-    created = vm["sandbox_mdadm_create"]
-    assert created["status"] == "failed", created
-    assert "must be super-user" in created["data"]["said"], created
-    for name in ("sandbox_inventory", "sandbox_create", "sandbox_mdadm_create"):
-        assert arrays_in(vm[name]["mdstat"]) == [], vm[name]
+def test_without_the_capability_grant_mdadm_refuses_in_the_sandbox(vm):
+    """Disks granted but not CAP_SYS_ADMIN: the run is an unprivileged uid and mdadm says
+    so itself. Nothing may be created."""
+    step = vm["sandbox_create_ungranted"]
+    assert step["reason"] == "provider_failed", step
+    assert "must be super-user" in step["message"], step
+    assert step["protections"]["uid"] != 0 and "capabilities" not in step["protections"]
+    assert arrays_in(step["mdstat"]) == []
 
 
 @pytest.mark.vm
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sandbox grants device nodes but no capabilities; md needs CAP_SYS_ADMIN "
-    "and root (docs/limitations.md, Providers and the sandbox)",
-)
 def test_create_through_the_sandbox(vm):
+    """With CAP_SYS_ADMIN granted: uid 0 with that capability (and CAP_MKNOD, held to the
+    granted devices) only, seccomp and Landlock on, and the array shows in /proc/mdstat."""
     step = vm["sandbox_create"]
     assert step["status"] == "succeeded", step["message"]
+    [(device, state, level, members)] = arrays_in(step["mdstat"])
+    assert (state, level, members) == ("active", "raid1", ["vda", "vdb"])
+    assert step["data"]["array"]["device"] == device
+
+    found = step["protections"]
+    assert found["capabilities"] == ["CAP_SYS_ADMIN"] and found["uid"] == 0
+    assert found["capability_sets"]["effective"] == ["CAP_SYS_ADMIN", "CAP_MKNOD"]
+    assert found["capability_sets"]["bounding"] == ["CAP_SYS_ADMIN", "CAP_MKNOD"]
+    assert found["seccomp"] and found["landlock_fs"] and found["no_new_privs"], found
+    assert all(found["namespace_list"].values()), found
+
+
+@pytest.mark.vm
+def test_inventory_and_delete_through_the_sandbox(vm):
+    [array] = vm["sandbox_inventory"]["data"]["arrays"]
+    assert (array["name"], array["level"], array["active"]) == ("sandboxed", "raid1", True)
+    step = vm["sandbox_delete"]
+    assert step["status"] == "succeeded", step["message"]
+    assert arrays_in(step["mdstat"]) == []

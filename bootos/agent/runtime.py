@@ -37,7 +37,8 @@ UDHCPC_SCRIPT = "/usr/share/cloudboot/udhcpc.script"
 MAX_WAIT_JOB_SECONDS = 24 * 3600
 
 # The appliance fails a running job whose agent stays silent for its lease
-# (120 s); a heartbeat every 30 s leaves room for three missed ones.
+# (jobs.lease_seconds: 120 s by default, 60 s at least); a heartbeat every 30 s
+# leaves room for one missed even at the shortest lease.
 HEARTBEAT_SECONDS = 30
 
 
@@ -112,6 +113,7 @@ class Runtime:
         rng=random.random,
         net_dir="/sys/class/net",
         poll_wait=25,
+        raid=None,
     ):
         self.params = params
         self.client = client
@@ -123,6 +125,7 @@ class Runtime:
         self.backoff = Backoff(rng)
         self.net_dir = Path(net_dir)
         self.poll_wait = poll_wait
+        self.raid = raid
 
     def run(self):
         """Bring up the network, register, serve jobs. Returns an exit status."""
@@ -251,10 +254,11 @@ class Runtime:
             "reboot": self._job_reboot,
             "poweroff": self._job_poweroff,
             "wait": self._job_wait,
+            "raid": self._job_raid,
         }
         handler = handlers.get(job["kind"])
         if handler is None:
-            known = ", ".join(protocol.AGENT_JOB_KINDS)
+            known = ", ".join(handlers)
             self.report(job, "failed", f"this agent does not run {job['kind']!r} jobs ({known})")
             return None
 
@@ -285,14 +289,7 @@ class Runtime:
         the running step stops. A missed event while the appliance is
         unreachable is not fatal: the lease outlasts several heartbeats.
         """
-        try:
-            self.client.post_events(job["id"], [line], progress)
-        except Rejected as e:
-            if e.status == 409:
-                raise JobStopped(str(e)) from None
-            log.warning("job %s: event refused: %s", job["id"], e)
-        except Unreachable as e:
-            log.warning("job %s: event not delivered: %s", job["id"], e)
+        self.job_event_lines(job, [line], progress)
 
     def report(self, job, status, message, data=None):
         """Post a job result, retrying while the appliance is unreachable."""
@@ -340,6 +337,32 @@ class Runtime:
                 self.job_event(job, f"waited {seconds - remaining:.0f} of {seconds} s", done)
         waited = self.clock() - started
         return "succeeded", f"waited {waited:.0f} s", {"waited_seconds": round(waited, 3)}, None
+
+    def _job_raid(self, job):
+        """A RAID provider in the sandbox (bootos/agent/raid.py); its events keep the lease."""
+        from bootos.agent import raid
+
+        runner = self.raid or raid.RaidRunner()
+
+        def post(lines, progress):
+            self.job_event_lines(job, lines, progress)
+
+        try:
+            status, message, data = runner.run(job, post, HEARTBEAT_SECONDS)
+        except raid.RaidJobError as e:
+            return "failed", str(e), {}, None
+        return status, message, data, None
+
+    def job_event_lines(self, job, lines, progress=None):
+        """Like job_event, for several lines (or none: a heartbeat)."""
+        try:
+            self.client.post_events(job["id"], lines, progress)
+        except Rejected as e:
+            if e.status == 409:
+                raise JobStopped(str(e)) from None
+            log.warning("job %s: event refused: %s", job["id"], e)
+        except Unreachable as e:
+            log.warning("job %s: event not delivered: %s", job["id"], e)
 
     def _pause(self, reason):
         delay = self.backoff.next_delay()

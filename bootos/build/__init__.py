@@ -89,6 +89,7 @@ def assemble_root(work, debs, locked, lock_path, epoch):
     dropped = root.check_libraries(tree)
     root.add_userland(tree)
     zipapp.write_agent(tree / "usr/bin/cloudboot-agent", epoch)
+    zipapp.write_providers(tree / "usr/share/cloudboot/providers")
 
     lock_digest = hashlib.sha256(lock_path.read_bytes()).hexdigest()[:16]
     (tree / "etc/bootos-release").write_text(f"lock-{lock_digest}\n")

@@ -1,8 +1,11 @@
 """Pack the agent into one executable file: a Python zip application.
 
 The archive holds bootos/agent and appliance/proto (the only server code the
-agent may import) with a `#!/usr/bin/python3` line in front, as PEP 441
-describes. It is written with zipfile rather than `python3 -m zipapp`
+agent may import), and the provider sandbox with the manifest and protocol
+modules it needs (the runner starts its launcher from this same archive), with
+a `#!/usr/bin/python3` line in front, as PEP 441 describes. The providers
+themselves are files beside it (write_providers), since the sandbox runs each
+from its own directory. It is written with zipfile rather than `python3 -m zipapp`
 because zipapp stamps each member with the file's mtime in the build host's
 local time zone; here every member gets one fixed timestamp, names are
 sorted and permissions normalised, so the same sources always give the same
@@ -14,8 +17,17 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("bootos/agent", "appliance/proto")
-PACKAGE_INITS = ("bootos/__init__.py", "appliance/__init__.py")
+PACKAGES = ("bootos/agent", "appliance/proto", "providers/sandbox")
+PACKAGE_INITS = (
+    "bootos/__init__.py",
+    "appliance/__init__.py",
+    "providers/__init__.py",
+    "providers/manifest.py",
+    "providers/protocol.py",
+)
+# The built-in providers BootOS ships (bootos/agent/raid.py runs them).
+PROVIDERS = ("mdadm", "megaraid")
+PROVIDER_FILES = ("*.py", "provider.json")
 SHEBANG = b"#!/usr/bin/python3\n"
 MAIN = "import sys\n\nfrom bootos.agent.cli import main\n\nsys.exit(main())\n"
 
@@ -49,3 +61,24 @@ def write_agent(target, source_date_epoch, repo=REPO):
                 archive.writestr(info, data, compresslevel=9)
     target.chmod(0o755)
     return [name for name, _ in members]
+
+
+def provider_sources(repo=REPO):
+    """[(relative path under the providers directory, path)] of the built-in providers."""
+    files = []
+    for name in PROVIDERS:
+        for pattern in PROVIDER_FILES:
+            files += [(f"{name}/{p.name}", p) for p in (repo / "providers" / name).glob(pattern)]
+    return sorted(files)
+
+
+def write_providers(target, repo=REPO):
+    """Copy the built-in providers under target (files 0644); returns the names written."""
+    written = []
+    for name, path in provider_sources(repo):
+        destination = Path(target) / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(path.read_bytes())
+        destination.chmod(0o644)
+        written.append(name)
+    return written

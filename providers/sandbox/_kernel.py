@@ -38,6 +38,9 @@ PR_SET_DUMPABLE = 4
 PR_GET_SECCOMP = 21
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 # mount(2) flags, include/uapi/linux/mount.h.
 MS_NOSUID = 2
@@ -63,6 +66,8 @@ _X86_64 = {
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435, "pidfd_getfd": 438,
     "mount_setattr": 442, "landlock_create_ruleset": 444, "landlock_add_rule": 445,
     "landlock_restrict_self": 446, "memfd_create": 319, "memfd_secret": 447,
+    "capget": 125, "capset": 126, "fanotify_init": 300, "lookup_dcookie": 212,
+    "quotactl_fd": 443, "mknod": 133, "mknodat": 259,
 }  # fmt: skip
 _AARCH64 = {
     "ioctl": 29, "socket": 198, "socketpair": 199, "clone": 220,
@@ -79,6 +84,8 @@ _AARCH64 = {
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435, "pidfd_getfd": 438,
     "mount_setattr": 442, "landlock_create_ruleset": 444, "landlock_add_rule": 445,
     "landlock_restrict_self": 446, "memfd_create": 279, "memfd_secret": 447,
+    "capget": 90, "capset": 91, "fanotify_init": 262, "lookup_dcookie": 18,
+    "quotactl_fd": 443, "mknodat": 33,
 }  # fmt: skip
 
 # AUDIT_ARCH_* values from include/uapi/linux/audit.h: the seccomp filter checks them

@@ -22,6 +22,7 @@ itself and never outlive the runner by design (the child has PDEATHSIG).
 import contextlib
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -29,7 +30,7 @@ import stat
 import sys
 import traceback
 
-from providers.sandbox import _kernel, landlock, limits, relay, seccomp
+from providers.sandbox import _kernel, capabilities, landlock, limits, relay, seccomp
 
 MAX_REFUSALS_REPORTED = 200
 # /bin, /sbin and /lib are symlinks into /usr on merged-/usr systems (the rule then lands on
@@ -40,6 +41,16 @@ SYSTEM_READ_EXECUTE = (
 )  # fmt: skip
 SYSTEM_READ = ("/etc/ld.so.cache", "/etc/localtime", "/usr/share/zoneinfo")
 DEVICES_READ_WRITE = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom", "/dev/random")
+# Device nodes the kernel makes only once the device exists, which for md is after the
+# tool asked for it: md's block major is 9 and its minor the array number
+# (Documentation/admin-guide/devices.txt). A granted one that is missing is made here,
+# so Landlock has a node to hold a rule; nothing else is ever made.
+ON_DEMAND_NODES = ((re.compile(r"^/dev/md(\d{1,3})$"), stat.S_IFBLK, 9),)
+# mdadm opens an array by number through a node it makes itself, in /dev or else /tmp
+# (mdadm's util.c, dev_open). A run with a capability grant gets its own /tmp tmpfs
+# where it may make block nodes: with CAP_MKNOD, which seccomp holds to the granted
+# devices' numbers, so a node made there reaches nothing the operator did not grant.
+PRIVATE_TMP = "/tmp"
 
 
 def main():
@@ -159,6 +170,11 @@ def _child(spec, channel, namespaces):
 def _confine(spec, namespaces):
     """Every restriction, in the only order that works; returns what is in force."""
     found = {"namespaces": all(namespaces.values()), "namespace_list": namespaces}
+    granted = spec.get("capabilities") or []
+    if granted:
+        # Capabilities reach init-namespace devices only from the initial user namespace:
+        # the run stays uid 0 there, with every capability but the granted ones dropped.
+        spec["uid"] = spec["gid"] = 0
     if namespaces.get("mount"):
         _kernel.mount(None, "/", None, _kernel.MS_REC | _kernel.MS_PRIVATE)
         flags = _kernel.MS_NOSUID | _kernel.MS_NODEV | _kernel.MS_NOEXEC
@@ -169,6 +185,8 @@ def _confine(spec, namespaces):
         options = f"size={size}m,mode=0700,uid={spec['uid']},gid={spec['gid']}"
         _kernel.mount("tmpfs", spec["workdir"], "tmpfs", flags, options)
         found["work_tmpfs_mb"] = size
+    if granted and namespaces.get("mount"):
+        found["private_tmp"] = spec["private_tmp"] = _mount_private_tmp(spec)
     if namespaces.get("uts"):
         _kernel.sethostname("provider")
     # Listening needs root in this namespace (ports below 1024), so before the uid drop.
@@ -179,9 +197,17 @@ def _confine(spec, namespaces):
     os.chdir(spec["workdir"])
     # A granted device node is opened through its group's permission; Landlock then
     # limits the run to exactly the granted nodes of that group.
+    if granted:
+        found["created_nodes"] = _make_on_demand_nodes(spec["devices"])
+        _make_write_directories(spec.get("paths", {}).get("write", []))
     spec["devices"] = _checked_devices(spec["devices"])
     device_groups = sorted({os.stat(device["path"]).st_gid for device in spec["devices"]})
-    found.update(_drop_privileges(spec["uid"], spec["gid"], device_groups))
+    if granted:
+        spec["device_numbers"] = sorted({os.stat(d["path"]).st_rdev for d in spec["devices"]})
+        found.update(_keep_capabilities([*granted, "CAP_MKNOD"]))
+        found["capabilities"] = sorted(granted)
+    else:
+        found.update(_drop_privileges(spec["uid"], spec["gid"], device_groups))
     found["devices"] = [device["path"] for device in spec["devices"]]
 
     _kernel.prctl(_kernel.PR_SET_NO_NEW_PRIVS, 1)
@@ -212,6 +238,58 @@ def _checked_devices(devices):
             raise RuntimeError(f"granted device {device['path']} is not a device node in /dev")
         checked.append({**device, "path": real})
     return checked
+
+
+def _mount_private_tmp(spec):
+    """A tmpfs over /tmp for this run, unless the package or work directory lives there."""
+    inside = [p for p in (spec["workdir"], *spec["read_execute"]) if _beneath(p, PRIVATE_TMP)]
+    if inside:
+        return False
+    flags = _kernel.MS_NOSUID | _kernel.MS_NOEXEC  # not nodev: nodes made here must open
+    _kernel.mount("tmpfs", PRIVATE_TMP, "tmpfs", flags, "size=1m,mode=0700")
+    return True
+
+
+def _beneath(path, directory):
+    return os.path.commonpath([os.path.realpath(path), directory]) == directory
+
+
+def _make_on_demand_nodes(devices):
+    made = []
+    for device in devices:
+        for pattern, kind, major in ON_DEMAND_NODES:
+            match = pattern.match(device["path"])
+            if match and not os.path.lexists(device["path"]):
+                os.mknod(device["path"], kind | 0o600, os.makedev(major, int(match.group(1))))
+                made.append(device["path"])
+    return made
+
+
+def _make_write_directories(paths):
+    """A write rule needs a directory to hold it: make the missing ones under /run and /dev.
+
+    /sys cannot be written to this way and needs none: its entries are the kernel's.
+    """
+    for path in paths:
+        if path.startswith(("/run/", "/dev/")) and not os.path.lexists(path):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+
+
+def _keep_capabilities(granted):
+    """Root without root's powers: no supplementary groups, only the granted capabilities."""
+    os.setgroups([])
+    capabilities.keep_only(granted)
+    # Not dumpable: the provider (same uid) must not read this process's memory or
+    # environment through /proc/1, which ptrace rules would otherwise allow.
+    _kernel.prctl(_kernel.PR_SET_DUMPABLE, 0)
+    _kernel.prctl(_kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+    return {
+        "uid": os.getuid(),
+        "unprivileged": False,
+        "user_namespace": False,
+        "capabilities": sorted(granted),
+        "capability_sets": capabilities.in_force(),
+    }
 
 
 def _drop_privileges(uid, gid, groups):
@@ -245,6 +323,14 @@ def _landlock(spec):
     paths.update(dict.fromkeys(SYSTEM_READ, landlock.READ))
     paths.update(dict.fromkeys(DEVICES_READ_WRITE, landlock.FS_READ_FILE | landlock.FS_WRITE_FILE))
     paths.update(dict.fromkeys(spec["read_execute"], landlock.READ_EXECUTE))
+    # Extra kernel views and RAID entries the manifest asked for (providers/manifest.py
+    # limits where they may point); write rules only come with a capability grant.
+    extra = spec.get("paths", {})
+    paths.update(dict.fromkeys(extra.get("read", []), landlock.READ))
+    paths.update(dict.fromkeys(extra.get("write", []), landlock.READ | landlock.WRITE))
+    if spec.get("private_tmp"):
+        nodes = landlock.FS_MAKE_BLOCK | landlock.FS_REMOVE_FILE | landlock.DEVICE
+        paths[PRIVATE_TMP] = landlock.READ | nodes
     for device in spec["devices"]:
         rights = landlock.FS_READ_FILE | landlock.FS_WRITE_FILE
         paths[device["path"]] = rights | (landlock.FS_IOCTL_DEV if device["ioctl"] else 0)
@@ -264,7 +350,8 @@ def _seccomp(spec):
     if not _kernel.seccomp_available():
         return {"seccomp": False, "seccomp_notify": False, "_listener": None}
     try:
-        listener = seccomp.install(network=spec["network"], notify=True)
+        numbers = spec.get("device_numbers", ())
+        listener = seccomp.install(network=spec["network"], notify=True, device_numbers=numbers)
     except _kernel.KernelError as exc:
         return {"seccomp": False, "seccomp_notify": False, "_listener": None,
                 "seccomp_error": str(exc)}  # fmt: skip

@@ -31,6 +31,9 @@ REFUSED = (
     "bpf", "perf_event_open", "uselib", "iopl", "ioperm",
     # kernel keyrings
     "keyctl", "add_key", "request_key",
+    # what CAP_SYS_ADMIN would open to a RAID provider granted it: watching every file
+    # system (fanotify), kernel cookies, quotas by file descriptor
+    "fanotify_init", "lookup_dcookie", "quotactl_fd",
     # namespaces
     "setns", "unshare",
     # host-wide state
@@ -87,8 +90,12 @@ class SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
 
 
-def build(network=False, notify=True):
+def build(network=False, notify=True, device_numbers=()):
     """The filter as a list of (code, jt, jf, k) with jumps resolved.
+
+    `device_numbers` (dev_t values) is given only to a run that holds CAP_MKNOD with a
+    capability grant: mknod then makes nodes for those devices and no other (md's tools
+    open an array through a node they make themselves; see launcher.PRIVATE_TMP).
 
     Written with labels: a jump names where it goes when true and when false ("next" for
     the following instruction); `_resolve` turns names into the relative offsets BPF wants.
@@ -111,6 +118,10 @@ def build(network=False, notify=True):
         ("jeq", table["clone"], "clone", "next"),
         ("jeq", table["socket"], "socket", "next"),
         ("jeq", table["ioctl"], "ioctl", "next"),
+    ]
+    if device_numbers:
+        program += _mknod_checks(table, device_numbers, refuse)
+    program += [
         ("ret", RET_ALLOW),
         ("label", "clone"),
         ("ld", OFFSET_ARG0),
@@ -136,6 +147,23 @@ def build(network=False, notify=True):
         ("ret", RET_KILL_PROCESS),
     ]
     return _resolve(program)
+
+
+def _mknod_checks(table, device_numbers, refuse):
+    """Jumps to the dev_t test for mknodat (dev in args[3]) and mknod (args[2]).
+
+    dev 0 stays allowed: it is what a FIFO or socket node carries. The kernel reads dev as
+    a 32-bit value, so the low word of the argument is all that counts.
+    """
+    checks = [("jeq", table["mknodat"], "mknodat", "next")]
+    if "mknod" in table:
+        checks.append(("jeq", table["mknod"], "mknod", "next"))
+    checks.append(("ret", RET_ALLOW))
+    for label, argument in (("mknodat", 3), ("mknod", 2)):
+        checks += [("label", label), ("ld", OFFSET_ARG0 + 8 * argument)]
+        checks += [("jeq", number, "allow", "next") for number in (0, *device_numbers)]
+        checks.append(("ret", refuse))
+    return checks
 
 
 def _resolve(program):
@@ -170,7 +198,7 @@ def _resolve(program):
     return out
 
 
-def install(network=False, notify=True):
+def install(network=False, notify=True, device_numbers=()):
     """Install the filter on this process; returns the notification fd or None.
 
     no_new_privs must already be set. Falls back to plain EPERM answers when the kernel
@@ -178,10 +206,11 @@ def install(network=False, notify=True):
     """
     if notify:
         try:
-            return _install(build(network, notify=True), FILTER_FLAG_NEW_LISTENER)
+            program = build(network, notify=True, device_numbers=device_numbers)
+            return _install(program, FILTER_FLAG_NEW_LISTENER)
         except _kernel.KernelError:
             pass
-    _install(build(network, notify=False), 0)
+    _install(build(network, notify=False, device_numbers=device_numbers), 0)
     return None
 
 
