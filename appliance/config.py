@@ -88,6 +88,9 @@ class HttpSettings:
     # under the data directory on first start when these are empty.
     tls_certificate: str = ""
     tls_private_key: str = ""
+    # Processes serving the HTTPS port together (SO_REUSEPORT); 1 is the main process alone.
+    # Extra workers answer reads themselves and pass everything else to the main process.
+    workers: int = 1
 
 
 @dataclass
@@ -123,6 +126,14 @@ class JobSettings:
     default_timeout_seconds: int = 3600
     max_retries: int = 3
     retry_backoff_seconds: float = 30.0
+    # A running job whose agent posts no events for this long is failed. The
+    # agent posts every 30 s (bootos/agent/runtime.py), so the floor is two posts.
+    lease_seconds: int = 120
+    # BMC jobs (power, boot_pxe) run on the appliance, this many at a time.
+    bmc_concurrency: int = 4
+    # Where BMC providers' sandbox work directories go; empty means /opt/cloudboot/runtime
+    # (the provider's uid must reach it, so never inside the 0700 data directory).
+    bmc_runtime_root: str = ""
 
 
 @dataclass
@@ -142,11 +153,16 @@ class AuditSettings:
     # Empty means <data_dir>/audit-archive.
     archive_dir: str = ""
     # The bank's syslog collector: "tls://host:6514" (RFC 5425), "tcp://host:514"
-    # (RFC 6587 octet counting) or "udp://host:514" (best effort); empty is off.
+    # (RFC 6587 octet counting), "relp://host:2514" or "relp+tls://host:2514"
+    # (RELP: acknowledged per message) or "udp://host:514" (best effort); empty is off.
     forward_target: str = ""
     # CA certificate (PEM) the collector's TLS certificate must chain to;
     # empty means the system's trust store.
     forward_ca_file: str = ""
+    # Client certificate and key (PEM) the appliance shows the collector; rsyslog's
+    # imrelp with TLS always asks for one. Empty: none is shown.
+    forward_cert_file: str = ""
+    forward_key_file: str = ""
 
 
 @dataclass
@@ -235,7 +251,23 @@ def _set(settings, section, key, value, origin):
         raise ConfigError(f"{origin}: unknown setting {section}.{key}")
 
     current = getattr(target, key)
-    setattr(target, key, _coerce(current, value, f"{origin}: {section}.{key}"))
+    value = _coerce(current, value, f"{origin}: {section}.{key}")
+    _check_bounds(f"{section}.{key}", value, origin)
+    setattr(target, key, value)
+
+
+# Settings with a range outside which the appliance would misbehave: name -> (lowest, highest).
+BOUNDS = {"jobs.lease_seconds": (60, 86_400)}
+
+
+def _check_bounds(name, value, origin):
+    if name not in BOUNDS:
+        return
+    lowest, highest = BOUNDS[name]
+    if not lowest <= value <= highest:
+        raise ConfigError(
+            f"{origin}: {name} must be between {lowest} and {highest}, got {value!r}"
+        )
 
 
 def _coerce(current, value, where):

@@ -106,7 +106,7 @@ def _first_leaf(group):
 
 
 async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
-    from appliance import api, bootfiles
+    from appliance import api, bootfiles, key_audit
     from appliance.boot import artifacts, dns, proxydhcp, tftp
     from appliance.core import engine
     from appliance.core.app import App
@@ -118,6 +118,7 @@ async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
     )
     from appliance.http import serve as serve_http
     from appliance.store import Store
+    from appliance.workers import WorkerPool
 
     address = interface_address(settings.server.interface)
     if not settings.server.advertise_address:
@@ -129,7 +130,9 @@ async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
     for path in bootfiles.missing(settings):
         logger.warning("boot file %s is missing: run `cloudboot bootfiles install`", path)
 
-    master = load_master_key(data_dir)
+    # Every key event of this process goes to the audit log (appliance/key_audit.py).
+    key_events = key_audit.ApplianceKeyAudit(data_dir)
+    master = load_master_key(data_dir, key_events)
     store = await Store.open(data_dir / "cloudboot.db", settings.store)
     cert, key = _certificate(settings, data_dir, address, ensure_self_signed)
     fingerprint = certificate_fingerprint(cert)
@@ -138,6 +141,9 @@ async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
     app.address = address
     # The unseal API (appliance/api/keys.py) reaches the same master key source.
     app.master = master
+    # Extra processes serving HTTPS beside this one (http.workers; appliance/workers.py).
+    app.workers = WorkerPool(settings)
+    app.keyring = key_audit.appliance_keyring(data_dir, master, key_events)
     logger.info(
         "appliance %s starting on %s (%s), certificate %s",
         store.appliance_id,
@@ -154,6 +160,7 @@ async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
 
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(key_events.run, store)
             await _start_all(
                 nursery,
                 settings,
@@ -169,6 +176,7 @@ async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
                 dns,
                 engine,
             )
+            await nursery.start(app.workers.run, api_router, (cert, key), address)
             logger.info(
                 "appliance ready: http://%s:%d https://%s:%d",
                 address,
@@ -180,12 +188,13 @@ async def run(settings, *, task_status=trio.TASK_STATUS_IGNORED):
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
     finally:
         with trio.CancelScope(shield=True):
+            await key_events.drain()
             await store.close()
         if master is not None:
             master.close()
 
 
-def load_master_key(data_dir):
+def load_master_key(data_dir, audit=None):
     """The master key source named by `keys init`, loaded without prompting; None if none.
 
     A dual-control source comes back sealed (officers unseal it after every
@@ -198,7 +207,7 @@ def load_master_key(data_dir):
     if not (Path(data_dir) / "keys" / CONFIG_NAME).exists():
         return None
     try:
-        return load_master(data_dir)
+        return load_master(data_dir, audit)
     except KeysError as e:
         raise StartupError(f"master key: {e}") from None
 
@@ -274,6 +283,8 @@ async def _start_all(
         settings.server.https_port,
         settings.http,
         ssl_context=ssl_context,
+        reuse_port=app.workers.reuse_port,
+        stats=app.workers.main_stats,
     )
     services["https"] = True
     if settings.dns.enabled:
@@ -281,6 +292,10 @@ async def _start_all(
         services["dns"] = True
     await nursery.start(engine.run, app)
     services["jobs"] = True
+    # BMC jobs (power, boot_pxe) run here on the appliance, never on an agent.
+    from appliance.core import bmc
+
+    await nursery.start(bmc.run, app)
     _start_records(nursery, app, settings)
 
 

@@ -1,12 +1,14 @@
 """IPMI provider against ipmi_sim (Debian openipmi) on 127.0.0.1 through the real ipmitool:
 power state, on, off (landing a few reads later), reset, one-time PXE with read-back, the
 password kept off the command line, and clear failures. Plus the provider run end to end
-through the sandbox, which cannot work yet: the sandbox relays TCP, and IPMI is UDP."""
+through the sandbox, its UDP destination granted by the job and relayed by the launcher."""
 
 import io
 import json
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -108,19 +110,22 @@ def test_wrong_password_is_a_clear_failure(sim):
         bmc_for(sim, password="wrong").power_state()
 
 
-def test_the_password_is_never_on_the_command_line():
+def test_the_password_is_never_on_the_command_line_nor_in_the_environment():
     seen = {}
 
     def run(argv, **options):
-        seen.update(argv=argv, env=options["env"])
+        path = argv[argv.index("-f") + 1]
+        seen.update(argv=argv, env=options["env"], path=path, mode=os.stat(path).st_mode)
+        seen["content"] = Path(path).read_text()
         return subprocess.CompletedProcess(argv, 0, "Chassis Power is on\n", "")
 
     bmc = Bmc("127.0.0.1", 623, USER, PASSWORD, Recorder(), run=run)
     assert bmc.power_state() == "on"
 
-    assert PASSWORD not in " ".join(seen["argv"])
-    assert "-E" in seen["argv"] and "-P" not in seen["argv"]
-    assert seen["env"]["IPMI_PASSWORD"] == PASSWORD
+    assert PASSWORD not in " ".join(seen["argv"]) and PASSWORD not in json.dumps(seen["env"])
+    assert "-E" not in seen["argv"] and "-P" not in seen["argv"]
+    assert seen["content"] == PASSWORD and seen["mode"] & 0o077 == 0
+    assert not os.path.exists(seen["path"])  # removed after the call
 
 
 def test_an_ipmitool_that_hangs_is_cut_off():
@@ -170,31 +175,78 @@ def test_the_provider_entry_runs_a_full_request(sim):
     assert PASSWORD not in json.dumps(events)
 
 
+def sandboxed_copy(lab):
+    """The built-in provider as the runner sees a package: world-readable, its manifest as is
+    (it takes its destination from the job)."""
+    target = lab.packages / "ipmi"
+    shutil.copytree(provider.__file__.rsplit("/", 1)[0], target,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+def run_sandboxed(lab, sim, action, grant_port=None, **params):
+    target = sandboxed_copy(lab)
+    params = {"host": "127.0.0.1", "port": sim.port, "username": USER,
+              "password": PASSWORD, "power_timeout_seconds": 10, **params}  # fmt: skip
+    request = protocol.make_request(action, params, job_id=f"ipmi-{action}")
+    settings = runner.SandboxSettings(runtime_root=str(lab.runtime))
+    granted = {"host": "127.0.0.1", "port": grant_port or sim.port, "protocol": "udp"}
+    return runner.run(target, manifest.load(target), request, {"destinations": [granted]},
+                      settings)  # fmt: skip
+
+
 @pytest.mark.netns
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sandbox relays granted TCP ports only; IPMI over LAN (RMCP+) is UDP 623, "
-    "so ipmitool inside the sandbox reaches nothing (docs/limitations.md)",
-)
 def test_the_provider_runs_end_to_end_in_the_sandbox(sim):
     require_sandbox()
     lab = make_lab()
     try:
-        target = lab.packages / "ipmi"
-        shutil.copytree(provider.__file__.rsplit("/", 1)[0], target,
-                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-        document = json.loads((target / "provider.json").read_text())
-        document["capabilities"]["network"] = [{"host": "127.0.0.1", "port": sim.port}]
-        (target / "provider.json").write_text(json.dumps(document))
-        for path in [target, *target.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        params = {"host": "127.0.0.1", "port": sim.port, "username": USER,
-                  "password": PASSWORD, "power_timeout_seconds": 10}  # fmt: skip
-        request = protocol.make_request("power_on", params, job_id="ipmi-power-on")
-        settings = runner.SandboxSettings(runtime_root=str(lab.runtime))
-        grants = {"network": [sim.port]}
-        result = runner.run(target, manifest.load(target), request, grants, settings)
+        result = run_sandboxed(lab, sim, "power_on")
+
         assert result.status == "succeeded", result.to_dict()
         assert sim.file("power") == "1"
+        relayed = [c for c in result.connections if c.get("protocol") == "udp"]
+        assert relayed and relayed[0]["port"] == sim.port and relayed[0]["datagrams_in"] > 0
+        assert PASSWORD not in json.dumps(result.to_dict())
+    finally:
+        shutil.rmtree(lab.root, ignore_errors=True)
+
+
+@pytest.mark.netns
+def test_a_port_other_than_the_granted_one_reaches_nothing(sim):
+    require_sandbox()
+    lab = make_lab()
+    try:
+        # The grant names another UDP port of the same host: the BMC's real port is not
+        # reachable from inside the sandbox, so ipmitool gets no session.
+        result = run_sandboxed(lab, sim, "power_state", grant_port=sim.port + 1)
+
+        assert result.status == "failed", result.to_dict()
+        assert "Unable to establish IPMI v2 / RMCP+ session" in result.message
+        assert not any(c["port"] == sim.port for c in result.connections)
+    finally:
+        shutil.rmtree(lab.root, ignore_errors=True)
+
+
+@pytest.mark.netns
+def test_a_manifest_without_from_job_gets_no_job_destination(sim):
+    require_sandbox()
+    lab = make_lab()
+    try:
+        target = sandboxed_copy(lab)
+        document = json.loads((target / "provider.json").read_text())
+        document["capabilities"]["network"] = []
+        (target / "provider.json").write_text(json.dumps(document))
+        params = {"host": "127.0.0.1", "port": sim.port, "username": USER, "password": PASSWORD}
+        request = protocol.make_request("power_state", params, job_id="ipmi-no-grant")
+        settings = runner.SandboxSettings(runtime_root=str(lab.runtime))
+        granted = {"host": "127.0.0.1", "port": sim.port, "protocol": "udp"}
+        result = runner.run(target, manifest.load(target), request,
+                            {"destinations": [granted]}, settings)  # fmt: skip
+
+        assert result.status == "failed"
+        assert any(r.get("by") == "runner" and "from the job" in r["note"]
+                   for r in result.refusals)  # fmt: skip
     finally:
         shutil.rmtree(lab.root, ignore_errors=True)

@@ -13,12 +13,18 @@ logger = logging.getLogger(__name__)
 
 def register_routes(router, app, services_ready):
     from appliance.api import agent, audit, auth, health, jobs, keys, machines, metrics, openapi
+    from appliance.api._accounting import AccountingRouter
+
+    # Every handler counted per route, and refusals (and reads, when set) audited.
+    router = AccountingRouter(router, app)
+    from appliance.api import bmc as bmc_settings
 
     health.register_routes(router, app, services_ready)
     agent.register_routes(router, app)
     auth.register_routes(router, app)
     machines.register_routes(router, app)
     jobs.register_routes(router, app)
+    bmc_settings.register_routes(router, app)
     audit.register_routes(router, app)
     keys.register_routes(router, app)
     metrics.register_routes(router, app)

@@ -6,6 +6,7 @@ here must say what the code really sends, not what it should send one day.
 """
 
 from appliance.api._machine_reads import LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN
+from appliance.api.bmc import JOB_PARAMS_RULES
 from appliance.core import machines
 from appliance.core._jobsql import KINDS, STATES
 
@@ -108,19 +109,22 @@ SCHEMAS = {
             "cancel_requested": {"type": "boolean"},
         }
     ),
-    "JobCreate": _object(
-        {
-            "machine_id": {"type": "string", "minLength": 1, "maxLength": 100},
-            "kind": {"enum": list(KINDS)},
-            "params": {"type": "object"},
-            "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 7 * 24 * 3600},
-            "confirm": {
-                "type": "boolean",
-                "description": "Needed for raid, wipe and install on a deployed machine.",
+    "JobCreate": {
+        **_object(
+            {
+                "machine_id": {"type": "string", "minLength": 1, "maxLength": 100},
+                "kind": {"enum": list(KINDS)},
+                "params": {"type": "object"},
+                "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 7 * 24 * 3600},
+                "confirm": {
+                    "type": "boolean",
+                    "description": "Needed for raid, wipe and install on a deployed machine.",
+                },
             },
-        },
-        required=["machine_id", "kind"],
-    ),
+            required=["machine_id", "kind"],
+        ),
+        "allOf": JOB_PARAMS_RULES,
+    },
     "JobRetry": _object({"confirm": {"type": "boolean"}}, required=[]),
     "JobPage": _page("Job"),
     "JobLog": _object(

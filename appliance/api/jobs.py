@@ -14,6 +14,7 @@ from appliance.api._common import (
     query_one,
     require,
     service_errors,
+    source_of,
 )
 from appliance.core import jobs
 from appliance.http import HttpError, Response
@@ -39,7 +40,7 @@ class _Handlers:
         body = json_body(request)
         key = request.headers.get("idempotency-key")
         job, created = await jobs.create_job(
-            self.store, actor, body, key, self.job_settings, request.trace_id
+            self.store, actor, body, key, self.job_settings, request.trace_id, source_of(request)
         )
         headers = [("location", f"/api/v1/jobs/{job['id']}")]
         return Response.json(job, status=201 if created else 200, headers=headers)
@@ -63,7 +64,9 @@ class _Handlers:
     async def cancel(self, request):
         actor = await require(request, self.store, "operator")
         job_id = request.path_params["job_id"]
-        job = await jobs.cancel_job(self.store, actor, job_id, request.trace_id)
+        job = await jobs.cancel_job(
+            self.store, actor, job_id, request.trace_id, source_of(request)
+        )
         return Response.json(job)
 
     async def retry(self, request):
@@ -74,7 +77,9 @@ class _Handlers:
             if not isinstance(confirm, bool):
                 raise HttpError(400, "invalid_request", "confirm must be true or false")
         job_id = request.path_params["job_id"]
-        job = await jobs.retry_job(self.store, actor, job_id, confirm, request.trace_id)
+        job = await jobs.retry_job(
+            self.store, actor, job_id, confirm, request.trace_id, source_of(request)
+        )
         return Response.json(job, status=201, headers=[("location", f"/api/v1/jobs/{job['id']}")])
 
     async def log(self, request):

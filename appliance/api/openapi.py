@@ -10,6 +10,7 @@ This module describes; it never handles a request other than its own.
 import dataclasses
 
 from appliance.api import audit as audit_api
+from appliance.api import bmc as bmc_api
 from appliance.api import keys as keys_api
 from appliance.api._machine_reads import MAC_PATTERN
 from appliance.api._openapi_others import OTHER_SCHEMAS, other_routes
@@ -254,6 +255,7 @@ ALL_ROUTES = [
     *other_routes(Route),
     *audit_api.openapi_routes(Route),
     *keys_api.openapi_routes(Route),
+    *bmc_api.openapi_routes(Route),
 ]
 
 
@@ -281,7 +283,7 @@ def build_document(routes):
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
-            "schemas": {**SCHEMAS, **OTHER_SCHEMAS, **keys_api.SCHEMAS},
+            "schemas": {**SCHEMAS, **OTHER_SCHEMAS, **keys_api.SCHEMAS, **bmc_api.SCHEMAS},
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
@@ -334,6 +336,7 @@ _ERROR_TEXT = {
     409: "Conflicts with the resource's state; the message says why",
     426: "Unsupported agent protocol version",
     429: "Too many requests; see Retry-After",
+    503: "Not possible now (e.g. the master key is sealed); see the code and Retry-After",
 }
 
 

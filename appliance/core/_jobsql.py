@@ -11,7 +11,13 @@ import datetime
 import json
 import secrets
 
-KINDS = ("inventory", "raid", "wipe", "install", "reboot", "poweroff", "wait")
+KINDS = ("inventory", "raid", "wipe", "install", "reboot", "poweroff", "wait", "power", "boot_pxe")
+
+# Kinds the appliance runs itself through the machine's BMC (appliance/core/bmc.py); an
+# agent never receives them. Not retry-safe: a repeated reset is a second reboot.
+APPLIANCE_KINDS = frozenset({"power", "boot_pxe"})
+# For SQL: "kind NOT IN (...)" keeps these jobs away from the agent's claim.
+APPLIANCE_KINDS_SQL = "(" + ", ".join(f"'{kind}'" for kind in sorted(APPLIANCE_KINDS)) + ")"
 
 # These change what is on the disks; on a deployed machine they need "confirm": true.
 DESTRUCTIVE = frozenset({"raid", "wipe", "install"})
@@ -22,10 +28,6 @@ RETRY_SAFE = frozenset({"inventory", "reboot", "poweroff", "wait"})
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
 FINISHED = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
-
-# A running job whose agent has not posted events for this long is failed.
-# The agent posts at least every few seconds while a step runs (docs/architecture.md).
-LEASE_SECONDS = 120
 
 # The machine state a job moves its machine to when it starts, succeeds or fails.
 MACHINE_ON_START = {"raid": "configuring", "wipe": "configuring", "install": "installing"}
@@ -144,6 +146,25 @@ def insert(conn, job):
     marks = ", ".join("?" for _ in names)
     conn.execute(f"INSERT INTO jobs ({', '.join(names)}) VALUES ({marks})", values)
     return load(conn, job["id"])
+
+
+def hand_out(conn, job, at, lease_seconds, owner, message):
+    """Move a queued job to running for one more attempt, leased to `owner`.
+
+    The agent engine and the BMC runner hand jobs out the same way, so a
+    restart's lease adoption and expiry treat both alike.
+    """
+    return update(
+        conn,
+        job["id"],
+        state="running",
+        attempt=job["attempt"] + 1,
+        started_at=at,
+        progress=None,
+        message=message,
+        lease_expires_at=now(lease_seconds),
+        lease_owner=owner,
+    )
 
 
 def update(conn, job_id, **changes):

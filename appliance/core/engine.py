@@ -27,7 +27,7 @@ import trio
 from appliance import log as applog
 from appliance.config import JobSettings
 from appliance.core import _jobsql as sql
-from appliance.core import machines
+from appliance.core import audit, machines
 from appliance.core._jobsql import JobError
 from appliance.proto.inventory import InventoryError
 
@@ -120,13 +120,15 @@ async def _try_claim(store, machine_id, run_id):
     if not await store.read(_claim_possible, machine_id, sql.now()):
         retry_at = await store.read(_next_retry_at, machine_id)
         return None, retry_at
-    return await store.write(_claim, machine_id, run_id)
+    lease_seconds = wakeups(store).job_settings.lease_seconds
+    return await store.write(_claim, machine_id, run_id, lease_seconds)
 
 
 def _claim_possible(conn, machine_id, at):
     row = conn.execute(
         "SELECT 1 FROM jobs WHERE machine_id = ? AND ("
-        " state = 'running' OR (state = 'queued' AND not_before <= ?)) LIMIT 1",
+        " state = 'running' OR (state = 'queued' AND not_before <= ?))"
+        f" AND kind NOT IN {sql.APPLIANCE_KINDS_SQL} LIMIT 1",
         (machine_id, at),
     ).fetchone()
     return row is not None
@@ -134,21 +136,26 @@ def _claim_possible(conn, machine_id, at):
 
 def _next_retry_at(conn, machine_id):
     row = conn.execute(
-        "SELECT MIN(not_before) FROM jobs WHERE machine_id = ? AND state = 'queued'",
+        "SELECT MIN(not_before) FROM jobs WHERE machine_id = ? AND state = 'queued'"
+        f" AND kind NOT IN {sql.APPLIANCE_KINDS_SQL}",
         (machine_id,),
     ).fetchone()
     return row[0]
 
 
-def _claim(conn, machine_id, run_id):
+def _claim(conn, machine_id, run_id, lease_seconds):
     machine = sql.load_machine(conn, machine_id)
     if machine is None or not machine["approved"] or machine["state"] == "retired":
         return None, None
 
     # The agent asks for work only when it runs none; a job still running for
     # this machine was lost on the machine's side (the agent restarted).
+    # BMC jobs (sql.APPLIANCE_KINDS) run on the appliance, never on the agent: they are
+    # neither handed out here nor ended by the agent's asking.
     for row in conn.execute(
-        f"{sql.SELECT} WHERE machine_id = ? AND state = 'running'", (machine_id,)
+        f"{sql.SELECT} WHERE machine_id = ? AND state = 'running'"
+        f" AND kind NOT IN {sql.APPLIANCE_KINDS_SQL}",
+        (machine_id,),
     ).fetchall():
         job = sql.row_to_job(row)
         sql.finish(conn, job, "failed", "the agent asked for new work while this job ran")
@@ -156,7 +163,7 @@ def _claim(conn, machine_id, run_id):
     at = sql.now()
     row = conn.execute(
         f"{sql.SELECT} WHERE machine_id = ? AND state = 'queued' AND not_before <= ?"
-        " ORDER BY seq LIMIT 1",
+        f" AND kind NOT IN {sql.APPLIANCE_KINDS_SQL} ORDER BY seq LIMIT 1",
         (machine_id, at),
     ).fetchone()
     if row is None:
@@ -165,17 +172,7 @@ def _claim(conn, machine_id, run_id):
     job = sql.row_to_job(row)
     if job["kind"] in sql.MACHINE_ON_START:
         sql.set_machine_state(conn, machine_id, sql.MACHINE_ON_START[job["kind"]])
-    claimed = sql.update(
-        conn,
-        job["id"],
-        state="running",
-        attempt=job["attempt"] + 1,
-        started_at=at,
-        progress=None,
-        message="handed to the agent",
-        lease_expires_at=sql.now(sql.LEASE_SECONDS),
-        lease_owner=run_id,
-    )
+    claimed = sql.hand_out(conn, job, at, lease_seconds, run_id, "handed to the agent")
     return claimed, None
 
 
@@ -188,7 +185,10 @@ async def append_job_events(store, machine_id, job_id, progress, lines):
     """
     lines = _check_events(progress, lines)
     registry = wakeups(store)
-    outcome = await store.write(_append, machine_id, job_id, progress, lines, registry.run_id)
+    lease_seconds = registry.job_settings.lease_seconds
+    outcome = await store.write(
+        _append, machine_id, job_id, progress, lines, registry.run_id, lease_seconds
+    )
 
     if outcome == "cancelled":
         with applog.context(machine_id=machine_id, job_id=job_id):
@@ -220,12 +220,14 @@ def _running_job_of(conn, machine_id, job_id):
     job = sql.load_or_raise(conn, job_id)
     if job["machine_id"] != machine_id:
         raise JobError(403, "job_not_yours", f"job {job_id} belongs to another machine")
+    if job["kind"] in sql.APPLIANCE_KINDS:
+        raise JobError(403, "job_not_yours", f"job {job_id} runs on the appliance, not the agent")
     if job["state"] == "queued":
         raise JobError(409, "job_not_running", f"job {job_id} has not been handed out yet")
     return job
 
 
-def _append(conn, machine_id, job_id, progress, lines, run_id):
+def _append(conn, machine_id, job_id, progress, lines, run_id, lease_seconds):
     job = _running_job_of(conn, machine_id, job_id)
     if job["state"] in sql.FINISHED:
         if job["state"] == "cancelled":
@@ -239,14 +241,16 @@ def _append(conn, machine_id, job_id, progress, lines, run_id):
         sql.finish(conn, job, "cancelled", "cancelled by an operator; the agent was told to stop")
         return "cancelled"
 
-    changes = {"lease_expires_at": sql.now(sql.LEASE_SECONDS), "lease_owner": run_id}
+    changes = {"lease_expires_at": sql.now(lease_seconds), "lease_owner": run_id}
     if progress is not None:
         changes["progress"] = progress
     sql.update(conn, job_id, **changes)
     return "running"
 
 
-async def report_job_result(store, machine_id, job_id, status, message, data):
+async def report_job_result(
+    store, machine_id, job_id, status, message, data, trace_id=None, source=None
+):
     """Record the agent's final word on a job.
 
     A failed retry-safe job goes back to the queue with backoff while attempts
@@ -262,13 +266,38 @@ async def report_job_result(store, machine_id, job_id, status, message, data):
 
     backoff = wakeups(store).job_settings.retry_backoff_seconds
     job = await store.write(
-        _report, machine_id, job_id, status, str(message or ""), data or {}, backoff
+        _report_audited,
+        machine_id,
+        job_id,
+        status,
+        str(message or ""),
+        data or {},
+        backoff,
+        (trace_id, source),
     )
 
     with applog.context(machine_id=machine_id, job_id=job_id):
         log.info("job result %s: now %s (%s)", status, job["state"], job["message"])
     if job["state"] == "queued":
         wake(store, machine_id)
+
+
+def _report_audited(conn, machine_id, job_id, status, message, data, backoff, where):
+    """_report and its audit record, in one transaction (a job change is audited)."""
+    job = _report(conn, machine_id, job_id, status, message, data, backoff)
+    trace_id, source = where
+    audit.record(
+        conn,
+        actor=f"machine:{machine_id}",
+        action="job.result",
+        resource_type="job",
+        resource_id=job_id,
+        result="ok",
+        trace_id=trace_id,
+        source=source,
+        details={"reported": status, "state": job["state"], "message": message[:200]},
+    )
+    return job
 
 
 def _report(conn, machine_id, job_id, status, message, data, backoff):
@@ -324,12 +353,15 @@ def _store_inventory(conn, job, data):
 async def run_engine(store, job_settings=None, *, task_status=trio.TASK_STATUS_IGNORED):
     """Fail jobs whose lease or timeout ran out, every SWEEP_SECONDS, until cancelled.
 
-    `job_settings` (settings.jobs) gives the retry backoff used for agent results.
+    `job_settings` (settings.jobs) gives the lease and the retry backoff used for agent
+    results.
     """
     registry = wakeups(store)
     if job_settings is not None:
         registry.job_settings = job_settings
-    adopted = await store.write(_adopt_leases, registry.run_id)
+    adopted = await store.write(
+        _adopt_leases, registry.run_id, registry.job_settings.lease_seconds
+    )
     if adopted:
         log.info("%d running job(s) from before the restart wait for their agents", adopted)
     task_status.started()
@@ -358,11 +390,11 @@ async def sweep(store):
     return ended
 
 
-def _adopt_leases(conn, run_id):
+def _adopt_leases(conn, run_id, lease_seconds):
     # Give agents of jobs that ran before the restart one lease period to
     # report again; lease_owner keeps naming the old run so that a silent
     # agent's job is failed with the restart as its reason.
-    lease = sql.now(sql.LEASE_SECONDS)
+    lease = sql.now(lease_seconds)
     conn.execute(
         "UPDATE jobs SET lease_expires_at = ? WHERE state = 'running' AND lease_owner != ?"
         " AND (lease_expires_at IS NULL OR lease_expires_at < ?)",

@@ -23,7 +23,7 @@ import re
 from appliance import log as applog
 from appliance.config import JobSettings
 from appliance.core import _jobsql as sql
-from appliance.core import audit
+from appliance.core import audit, bmc
 from appliance.core._jobsql import DESTRUCTIVE, FINISHED, KINDS, STATES, JobError
 from appliance.core.engine import (
     append_job_events,
@@ -81,6 +81,12 @@ def parse_create_request(body, job_settings=None):
     params = body.get("params", {})
     if not isinstance(params, dict):
         raise JobError(400, "invalid_request", f"params must be an object, got {_kind(params)}")
+    if kind in sql.APPLIANCE_KINDS:
+        # The runner checks them again with the same function before it runs the job.
+        try:
+            bmc.job_steps(kind, params)
+        except bmc.BmcError as e:
+            raise JobError(e.status, e.code, e.message) from None
     timeout = body.get("timeout_seconds", job_settings.default_timeout_seconds)
     # JSON has one number type: 600.0 is the whole number 600 (JSON Schema agrees).
     if isinstance(timeout, float) and timeout.is_integer():
@@ -115,7 +121,9 @@ def request_hash(fields):
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def create_job(store, actor, body, idempotency_key=None, job_settings=None, trace_id=None):
+async def create_job(
+    store, actor, body, idempotency_key=None, job_settings=None, trace_id=None, source="api"
+):
     """Create a job from a request body. Returns (job, created).
 
     `created` is False when an earlier request with the same idempotency key
@@ -131,16 +139,24 @@ async def create_job(store, actor, body, idempotency_key=None, job_settings=None
         )
 
     job, created = await store.write(
-        _create, fields, actor, idempotency_key, job_settings.max_retries, trace_id
+        _create, fields, actor, idempotency_key, job_settings.max_retries, trace_id, source
     )
     if created:
         with applog.context(machine_id=job["machine_id"], job_id=job["id"]):
             log.info("job created: %s by %s", job["kind"], actor)
-        wake(store, job["machine_id"])
+        _wake(store, job)
     return sql.public(job), created
 
 
-def _create(conn, fields, actor, key, max_retries, trace_id):
+def _wake(store, job):
+    """Wake whoever runs the new job: the BMC runner, or the machine's agent long poll."""
+    if job["kind"] in sql.APPLIANCE_KINDS:
+        bmc.wake_runner(store)
+    else:
+        wake(store, job["machine_id"])
+
+
+def _create(conn, fields, actor, key, max_retries, trace_id, source="api"):
     digest = request_hash(fields)
     if key is not None:
         row = conn.execute(
@@ -171,7 +187,7 @@ def _create(conn, fields, actor, key, max_retries, trace_id):
             "message": "queued",
         },
     )
-    _audit(conn, actor, "job.create", job, trace_id, {"kind": job["kind"]})
+    _audit(conn, actor, "job.create", job, trace_id, {"kind": job["kind"]}, source)
     return job, True
 
 
@@ -198,9 +214,16 @@ def _check_machine_accepts(conn, machine_id, kind, confirm):
             f"machine {machine_id} is deployed and a {kind} job would overwrite its disks;"
             ' send "confirm": true to go ahead',
         )
+    if kind in sql.APPLIANCE_KINDS and not bmc.configured(conn, machine_id):
+        raise JobError(
+            409,
+            "bmc_not_set",
+            f"machine {machine_id} has no BMC settings; a {kind} job needs them:"
+            f" PUT /api/v1/machines/{machine_id}/bmc first",
+        )
 
 
-def _audit(conn, actor, action, job, trace_id, details):
+def _audit(conn, actor, action, job, trace_id, details, source="api"):
     audit.record(
         conn,
         actor=actor,
@@ -209,7 +232,7 @@ def _audit(conn, actor, action, job, trace_id, details):
         resource_id=job["id"],
         result="ok",
         trace_id=trace_id,
-        source="api",
+        source=source,
         details={"machine_id": job["machine_id"], **details},
     )
 
@@ -281,14 +304,14 @@ def decode_cursor(cursor, scope):
     return int(cursor[1:], 36)
 
 
-async def cancel_job(store, actor, job_id, trace_id=None):
-    job = await store.write(_cancel, actor, job_id, trace_id)
+async def cancel_job(store, actor, job_id, trace_id=None, source="api"):
+    job = await store.write(_cancel, actor, job_id, trace_id, source)
     with applog.context(machine_id=job["machine_id"], job_id=job_id):
         log.info("job cancel by %s: now %s", actor, job["state"])
     return sql.public(job)
 
 
-def _cancel(conn, actor, job_id, trace_id):
+def _cancel(conn, actor, job_id, trace_id, source="api"):
     job = sql.load_or_raise(conn, job_id)
     if job["state"] in FINISHED:
         raise JobError(409, "job_finished", f"job {job_id} already ended ({job['state']})")
@@ -302,39 +325,39 @@ def _cancel(conn, actor, job_id, trace_id):
             cancel_requested=True,
             message=f"cancel requested by {actor}; the agent stops on its next report",
         )
-    _audit(conn, actor, "job.cancel", job, trace_id, {"state": job["state"]})
+    _audit(conn, actor, "job.cancel", job, trace_id, {"state": job["state"]}, source)
     return job
 
 
-async def cancel_machine_jobs(store, machine_id, actor, trace_id=None):
+async def cancel_machine_jobs(store, machine_id, actor, trace_id=None, source="api"):
     """Cancel every unfinished job of a machine (it was retired); returns how many."""
-    count = await store.write(_cancel_machine_jobs, machine_id, actor, trace_id)
+    count = await store.write(_cancel_machine_jobs, machine_id, actor, trace_id, source)
     if count:
         with applog.context(machine_id=machine_id):
             log.info("%d unfinished job(s) cancelled by %s", count, actor)
     return count
 
 
-def _cancel_machine_jobs(conn, machine_id, actor, trace_id):
+def _cancel_machine_jobs(conn, machine_id, actor, trace_id, source="api"):
     rows = conn.execute(
         "SELECT id FROM jobs WHERE machine_id = ? AND state IN ('queued', 'running')",
         (machine_id,),
     ).fetchall()
     for (job_id,) in rows:
-        _cancel(conn, actor, job_id, trace_id)
+        _cancel(conn, actor, job_id, trace_id, source)
     return len(rows)
 
 
-async def retry_job(store, actor, job_id, confirm=False, trace_id=None):
+async def retry_job(store, actor, job_id, confirm=False, trace_id=None, source="api"):
     """Queue a new job like a failed, cancelled or timed-out one. Returns the new job."""
-    job = await store.write(_retry, actor, job_id, confirm, trace_id)
-    wake(store, job["machine_id"])
+    job = await store.write(_retry, actor, job_id, confirm, trace_id, source)
+    _wake(store, job)
     with applog.context(machine_id=job["machine_id"], job_id=job["id"]):
         log.info("job %s retried by %s", job_id, actor)
     return sql.public(job)
 
 
-def _retry(conn, actor, job_id, confirm, trace_id):
+def _retry(conn, actor, job_id, confirm, trace_id, source="api"):
     old = sql.load_or_raise(conn, job_id)
     if old["state"] not in ("failed", "cancelled", "timed_out"):
         raise JobError(
@@ -371,7 +394,7 @@ def _retry(conn, actor, job_id, confirm, trace_id):
             "message": f"queued as a retry of {job_id}",
         },
     )
-    _audit(conn, actor, "job.retry", job, trace_id, {"retry_of": job_id})
+    _audit(conn, actor, "job.retry", job, trace_id, {"retry_of": job_id}, source)
     return job
 
 

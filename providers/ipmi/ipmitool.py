@@ -1,16 +1,20 @@
 """IPMI chassis control through ipmitool: power state, on, off, reset and one-time PXE boot.
 
-The password never appears on ipmitool's command line: it goes in the IPMI_PASSWORD
-environment variable with `-E`, because a command line is readable by every local user
-(/proc/PID/cmdline, `ps`) and lands in process accounting and audit logs, while a
-process's environment is readable only by its own user and root. Every change is read
+The password never appears on ipmitool's command line or in its environment: it goes in a
+file of mode 0600 in the run's own work directory (`-f`), removed after each call. A command
+line is readable by every local user (/proc/PID/cmdline, `ps`) and lands in process
+accounting and audit logs; an environment is copied into every child and shows in
+/proc/PID/environ for as long as the process lives. Every change is read
 back (`chassis power status`, `chassis bootparam get 5`), because a BMC that accepted a
-command has not necessarily done it. This module must never put the password in argv or
-in an event, and must never run anything but ipmitool.
+command has not necessarily done it. This module must never put the password in argv, in an
+environment or in an event, and must never run anything but ipmitool.
 """
 
+import contextlib
+import os
 import re
 import subprocess
+import tempfile
 import time
 
 IPMITOOL = "/usr/bin/ipmitool"
@@ -46,17 +50,20 @@ class Bmc:
         self.power_timeout = power_timeout
         self.command_timeout = command_timeout
 
-    def argv(self, *command):
-        """ipmitool's arguments: no password among them (it goes in IPMI_PASSWORD)."""
+    def argv(self, *command, password_file):
+        """ipmitool's arguments: no password among them (it is read from `password_file`)."""
         return [IPMITOOL, "-I", "lanplus", "-C", CIPHER_SUITE, "-H", self.host,
-                "-p", str(self.port), "-U", self.username, "-E", *command]  # fmt: skip
+                "-p", str(self.port), "-U", self.username, "-f", password_file,
+                *command]  # fmt: skip
 
     def ipmitool(self, *command):
         """Run one ipmitool command; returns its stdout, raises IpmiError on failure."""
-        environment = {"PATH": "/usr/bin:/bin", "IPMI_PASSWORD": self._password}
+        environment = {"PATH": "/usr/bin:/bin"}
         try:
-            finished = self._run(self.argv(*command), env=environment, capture_output=True,
-                                 text=True, timeout=self.command_timeout)  # fmt: skip
+            with _password_file(self._password) as path:
+                argv = self.argv(*command, password_file=path)
+                finished = self._run(argv, env=environment, capture_output=True, text=True,
+                                     timeout=self.command_timeout)  # fmt: skip
         except subprocess.TimeoutExpired:
             raise IpmiError(f"ipmitool {' '.join(command)}: no answer within "
                             f"{self.command_timeout:g} s") from None  # fmt: skip
@@ -128,6 +135,19 @@ class Bmc:
             warning = "the BMC reports the boot flags as not valid: the PXE override may be "
             self.events.log("warning", warning + "ignored at the next boot")
         return {"message": f"boot device read back: {flags['device']}", "data": flags}
+
+
+@contextlib.contextmanager
+def _password_file(password):
+    """A 0600 file holding the password, in the sandbox's work directory when there is one."""
+    fd, path = tempfile.mkstemp(prefix="ipmi-", dir=os.environ.get("CLOUDBOOT_WORK_DIR"))
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def parse_boot_flags(output):

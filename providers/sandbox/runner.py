@@ -9,6 +9,7 @@ on its own: a run succeeds only when the provider said so in exactly one result.
 """
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -37,6 +38,8 @@ INTERPRETERS = {
     "sh": ["/bin/sh"],
 }
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# A job names one BMC; a few more leave room for a provider that needs a second port.
+MAX_JOB_DESTINATIONS = 4
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,10 @@ def run(package_dir, manifest, request, grants=None, settings=None, on_event=Non
     """Run the provider unpacked at `package_dir` (its `manifest` already validated).
 
     `grants` is what the operator allows of the manifest's requests:
-    {"network": [ports], "devices": [paths] or {path: ioctl_allowed}}.
+    {"network": [ports], "devices": [paths] or {path: ioctl_allowed}}, plus, for a manifest
+    that takes its destinations from the job ({"from_job": true}), the job's own
+    {"destinations": [{"host": IPv4, "port": int, "protocol": "tcp"|"udp"}]}. Destinations
+    come only from here and the manifest; the provider's request never widens them.
     `on_event(event)` sees progress and log events as they arrive (in this thread).
     `cancel` is anything with `is_set()` (a threading.Event): once set, the provider's tree
     is killed and the run fails with reason "cancelled". Never raises for anything the
@@ -101,7 +107,7 @@ def run(package_dir, manifest, request, grants=None, settings=None, on_event=Non
     settings = settings or SandboxSettings()
     run_id = f"{manifest.name}-{secrets.token_hex(4)}"
     run_limits = manifest.limits.capped_by(settings.ceiling)
-    ports = _granted_ports(manifest, grants or {})
+    destinations, refused = granted_destinations(manifest, grants or {})
     devices = _granted_devices(manifest, grants or {})
     required = list(settings.required)
 
@@ -113,11 +119,14 @@ def run(package_dir, manifest, request, grants=None, settings=None, on_event=Non
         return RunResult("failed", "sandbox_error", message)
     group = limits.create(run_id, run_limits, settings.cgroup_root)
     try:
-        spec = _spec(package_dir, manifest, workdir, run_limits, ports, required, settings)
+        spec = _spec(package_dir, manifest, workdir, run_limits, destinations, required, settings)
         spec["cgroup_paths"] = group.paths
         spec["devices"] = devices
-        spec["destinations"] = relay.resolve([d for d in manifest.network if d["port"] in ports])
+        spec["capabilities"] = _granted_capabilities(manifest, grants or {})
+        spec["paths"] = _granted_paths(manifest, spec["capabilities"])
+        spec["destinations"] = destinations
         supervisor = _Supervisor(spec, request, run_limits, group, on_event, cancel)
+        supervisor.refusals.extend(refused)
         result = supervisor.run(settings.result_grace_seconds)
     finally:
         group.kill_all()
@@ -128,10 +137,50 @@ def run(package_dir, manifest, request, grants=None, settings=None, on_event=Non
     return result
 
 
-def _granted_ports(manifest, grants):
-    asked = {dest["port"] for dest in manifest.network}
+def granted_destinations(manifest, grants):
+    """The destinations this run may reach, and the grants refused (for the run's record).
+
+    A manifest destination counts when the operator granted its port; the job's own
+    destinations count only when the manifest says {"from_job": true}, and each must be
+    a literal IPv4 unicast address, a port and tcp or udp.
+    """
     allowed = set(grants.get("network") or [])
-    return sorted(asked & allowed)
+    named = [d for d in manifest.network if not d.get("from_job") and d["port"] in allowed]
+    destinations = relay.resolve(named)
+    refused = []
+    from_job = grants.get("destinations") or []
+    if from_job and not any(d.get("from_job") for d in manifest.network):
+        note = "the manifest does not take its network destinations from the job"
+        return destinations, [{"by": "runner", "grant": "destinations", "note": note}]
+    for index, destination in enumerate(from_job):
+        problem = _destination_problem(destination)
+        if problem is None and index >= MAX_JOB_DESTINATIONS:
+            problem = f"at most {MAX_JOB_DESTINATIONS} destinations per job"
+        if problem:
+            refused.append({"by": "runner", "grant": "destinations", "note": problem})
+            continue
+        destinations.extend(relay.resolve([destination]))
+    return relay.resolve(destinations), refused
+
+
+def _destination_problem(destination):
+    if not isinstance(destination, dict):
+        return f"a destination must be an object, got {destination!r:.60}"
+    host, port = destination.get("host"), destination.get("port")
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        return f"host must be a literal IPv4 address, got {host!r:.60}"
+    if address.is_multicast or address.is_unspecified or address == BROADCAST:
+        return f"host {host} is not a unicast address"
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        return f"port must be 1-65535, got {port!r:.20}"
+    if destination.get("protocol", "tcp") not in relay.PROTOCOLS:
+        return f"protocol must be tcp or udp, got {destination.get('protocol')!r:.20}"
+    return None
+
+
+BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 def _granted_devices(manifest, grants):
@@ -146,6 +195,22 @@ def _granted_devices(manifest, grants):
     ]
 
 
+def _granted_capabilities(manifest, grants):
+    """Capabilities the manifest asks for and the operator listed in grants["capabilities"].
+
+    With any granted, the launcher keeps the run in the host's user namespace as uid 0 with
+    only these capabilities (providers/sandbox/capabilities.py).
+    """
+    allowed = set(grants.get("capabilities") or [])
+    return [name for name in manifest.linux_capabilities if name in allowed]
+
+
+def _granted_paths(manifest, granted_capabilities):
+    """Read rules always; write rules only with a capability (useless, and unasked, without)."""
+    write = list(manifest.write_paths) if granted_capabilities else []
+    return {"read": list(manifest.read_paths), "write": write}
+
+
 def _make_workdir(root, run_id):
     # Absolute: the launcher changes into the work directory before Landlock's rules are
     # opened, so a relative path would name nothing and leave the work dir unwritable.
@@ -156,7 +221,7 @@ def _make_workdir(root, run_id):
     return path
 
 
-def _spec(package_dir, manifest, workdir, run_limits, ports, required, settings):
+def _spec(package_dir, manifest, workdir, run_limits, destinations, required, settings):
     uid = UID_BASE + secrets.randbelow(1_000_000) if os.geteuid() == 0 else os.getuid()
     gid = uid if os.geteuid() == 0 else os.getgid()
     if os.geteuid() == 0:
@@ -180,8 +245,9 @@ def _spec(package_dir, manifest, workdir, run_limits, ports, required, settings)
         "uid": uid,
         "gid": gid,
         "read_execute": [package_dir],
-        "network": bool(ports),
-        "tcp_ports": ports,
+        "network": bool(destinations),
+        # Landlock rules cover TCP only; UDP destinations are held to the namespace.
+        "tcp_ports": sorted({d["port"] for d in destinations if d["protocol"] == "tcp"}),
         "limits": run_limits.__dict__,
         "required": required,
         "allow_missing": settings.allow_missing,

@@ -313,14 +313,20 @@ def test_a_granted_port_is_reachable(lab, listener):
     # It went through the launcher's relay, out of the provider's own network namespace.
     assert result.protections["namespace_list"]["net"] is True
     assert result.connections == [
-        {"host": "127.0.0.1", "port": listener.port, "bytes_out": 5, "bytes_in": 0}
+        {
+            "host": "127.0.0.1",
+            "port": listener.port,
+            "protocol": "tcp",
+            "bytes_out": 5,
+            "bytes_in": 0,
+        }
     ]
 
 
-@pytest.mark.parametrize("host", ["127.0.0.3", "10.255.255.1"])
+@pytest.mark.parametrize("host", ["127.0.0.3"])
 def test_a_granted_port_on_another_address_goes_nowhere(lab, listener, host):
     # Granted 127.0.0.1:P; it tries P on another loopback address, where the test also
-    # listens, and on an address that would leave the machine (no route: nothing is sent).
+    # listens. (An address off the machine is not tried: tests aim at nothing outside.)
     other = socket.create_server(("127.0.0.3", listener.port))
     other.settimeout(0.2)
     try:
