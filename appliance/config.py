@@ -134,6 +134,9 @@ class JobSettings:
     # Where BMC providers' sandbox work directories go; empty means /opt/cloudboot/runtime
     # (the provider's uid must reach it, so never inside the 0700 data directory).
     bmc_runtime_root: str = ""
+    # A BMC is another machine. Only a lab whose BMC simulators run on this host
+    # (loopback) turns this on; the appliance's own service ports stay refused even then.
+    bmc_allow_this_host: bool = False
 
 
 @dataclass

@@ -88,6 +88,8 @@ async def start_appliance(nursery, folder, master="key-file", run_bmc=True, lice
     settings.server.data_dir = str(data)
     settings.server.licensee = licensee
     settings.jobs.bmc_runtime_root = str(runtime)
+    # The tests' BMC simulators (sushy-tools, ipmi_sim) listen on loopback.
+    settings.jobs.bmc_allow_this_host = True
     store = await open_store(data)
     app = App(store=store, settings=settings)
     key_events = key_audit.ApplianceKeyAudit(data)

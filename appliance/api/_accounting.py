@@ -33,8 +33,15 @@ from appliance.http import HttpError
 
 log = logging.getLogger(__name__)
 
+# Refused requests recorded per minute: per source and route, per source over all
+# routes, and in all. The per-source bound keeps one address flooding many routes from
+# using up the overall budget and so hiding another address's refusal; the overall
+# bound keeps many addresses from filling the disk. What is over a bound is counted in
+# a metric and named in the next recorded refusal of the same source and route.
 REFUSALS_PER_MINUTE = 10
+SOURCE_REFUSALS_PER_MINUTE = 30
 GLOBAL_PER_MINUTE = 300
+MAX_TRACKED = 10_000
 
 REQUESTS = Counter(
     "cloudboot_api_requests",
@@ -66,7 +73,8 @@ class AccountingRouter:
     def __init__(self, router, app):
         self._router = router
         self._app = app
-        self._per_key = RateLimiter(REFUSALS_PER_MINUTE, max_keys=10_000)
+        self._per_key = RateLimiter(REFUSALS_PER_MINUTE, max_keys=MAX_TRACKED)
+        self._per_source = RateLimiter(SOURCE_REFUSALS_PER_MINUTE, max_keys=MAX_TRACKED)
         self._overall = RateLimiter(GLOBAL_PER_MINUTE, max_keys=1)
         self._suppressed = {}
 
@@ -101,9 +109,8 @@ class AccountingRouter:
             return
         source = _source(request)
         key = (source, method, pattern)
-        if self._per_key.allow(key) is not True or self._overall.allow("all") is not True:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            REFUSALS_SUPPRESSED.inc()
+        if not self._within_bounds(key, source):
+            self._count_suppressed(key)
             return
 
         resource_type, resource_id = _resource(pattern, request.path_params)
@@ -122,6 +129,20 @@ class AccountingRouter:
             result="denied" if error.status in (401, 403) else "failed",
             details=details,
         )
+
+    def _within_bounds(self, key, source):
+        return (
+            self._per_key.allow(key) is True
+            and self._per_source.allow(source) is True
+            and self._overall.allow("all") is True
+        )
+
+    def _count_suppressed(self, key):
+        REFUSALS_SUPPRESSED.inc()
+        if key not in self._suppressed and len(self._suppressed) >= MAX_TRACKED:
+            # Bounded like the limiters: the oldest count is forgotten (the metric keeps it).
+            self._suppressed.pop(next(iter(self._suppressed)))
+        self._suppressed[key] = self._suppressed.get(key, 0) + 1
 
     async def _read(self, request, pattern):
         _, resource_id = _resource(pattern, request.path_params)

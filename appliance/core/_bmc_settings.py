@@ -1,12 +1,15 @@
 """Checking a machine's BMC settings as an operator sends them (PUT /api/v1/machines/ID/bmc),
 and the params of a BMC job (at creation and again when the runner starts it).
 
-Pure validation: no store, no keys, no I/O. The errors carry the HTTP status and code the
+Pure validation: no store, no keys, no I/O (asking the kernel whether an address is one
+of this host's is a bind, never a packet). The errors carry the HTTP status and code the
 API answers. It must never echo the password in a message.
 """
 
+import errno
 import ipaddress
 import re
+import socket
 
 from providers.manifest import NAME as PROVIDER_NAME
 from providers.redfish.client import normalise_fingerprint
@@ -79,7 +82,57 @@ def _address(value):
     # 0.0.0.0/8 is "this network" (RFC 1122 3.2.1.3); 224 and up are multicast and reserved.
     if not 0 < address.packed[0] < 224:
         raise BmcError(400, "invalid_request", f"address {address} is not a unicast address")
+    # 169.254/16 holds cloud metadata services (169.254.169.254) and nothing a bank's
+    # management LAN configures by hand; the grant would reach them from the appliance.
+    if address.is_link_local:
+        raise BmcError(400, "invalid_request", f"address {address} is a link-local address")
     return str(address)
+
+
+def appliance_ports(settings):
+    """The ports this appliance's own services listen on (TCP or UDP)."""
+    server, dhcp = settings.server, settings.dhcp
+    ports = {server.http_port, server.https_port, dhcp.port, dhcp.pxe_port}
+    return ports | {settings.tftp.port, settings.dns.port}
+
+
+def refuse_appliance_itself(address, port, settings):
+    """BmcError(400) when address is this appliance (or, in a lab, one of its services).
+
+    The job's grant is relayed from the appliance's network namespace, so a "BMC" on
+    loopback or on one of this host's addresses would hand the provider (possibly an
+    imported package) a line into whatever listens there, the appliance's own API
+    among them. A lab with BMC simulators on loopback sets jobs.bmc_allow_this_host;
+    the appliance's own service ports stay refused even then.
+    """
+    if not _is_this_host(address):
+        return
+    if port in appliance_ports(settings):
+        raise BmcError(
+            400,
+            "invalid_request",
+            f"{address}:{port} is this appliance's own service, not a BMC",
+        )
+    if not settings.jobs.bmc_allow_this_host:
+        raise BmcError(
+            400,
+            "invalid_request",
+            f"{address} is this appliance, not a BMC (jobs.bmc_allow_this_host is off)",
+        )
+
+
+def _is_this_host(address):
+    if ipaddress.IPv4Address(address).is_loopback:
+        return True
+    # bind() to an address succeeds only when it is one of this host's (EADDRNOTAVAIL).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                return False
+            raise
+    return True
 
 
 def _port(value):

@@ -334,10 +334,14 @@ class Forwarder:
                     f"the collector closed the connection with {session.outstanding}"
                     " messages unacknowledged"
                 )
-            for outcome in session.receive(data):
+            outcomes = session.receive(data)
+            for outcome in outcomes:
                 await self._relp_outcome(outcome)
-            self._progress.set()
-            self._progress = trio.Event()
+            # Only an answer is progress: a collector dripping bytes that never make a
+            # frame must not keep restarting the acknowledgement timeout.
+            if outcomes:
+                self._progress.set()
+                self._progress = trio.Event()
 
     async def _relp_outcome(self, outcome):
         if isinstance(outcome, relp.Delivered):

@@ -42,6 +42,7 @@ from appliance.core._bmc_settings import (  # noqa: F401 (the API uses them from
     job_steps,
     parse_settings,
     provider_name,
+    refuse_appliance_itself,
 )
 from providers import manifest, protocol
 from providers.sandbox import runner
@@ -83,6 +84,7 @@ async def set_settings(app, machine_id, body, actor, trace_id=None, source=None)
     """
     await app.store.read(_machine_or_raise, machine_id)
     settings = parse_settings(body)
+    refuse_appliance_itself(settings["address"], settings["port"], app.settings)
     keyring = keyring_of(app)
     password = settings.pop("password").encode()
     sealed = await trio.to_thread.run_sync(_seal, keyring, password, machine_id)
@@ -329,6 +331,8 @@ async def run_job(app, job, sandbox):
                 f"machine {job['machine_id']} has no BMC settings"
                 f" (PUT /api/v1/machines/{job['machine_id']}/bmc)"
             )
+        # Again here: the row may predate the check, or the appliance's ports changed.
+        refuse_appliance_itself(bmc["address"], bmc["port"], app.settings)
         keyring = keyring_of(app)
     except (ValueError, BmcError) as e:
         await _finish(app.store, job, "failed", str(e), None)

@@ -168,19 +168,21 @@ def _destination_problem(destination):
         return f"a destination must be an object, got {destination!r:.60}"
     host, port = destination.get("host"), destination.get("port")
     try:
+        if not isinstance(host, str):  # IPv4Address(2130706433) would be 127.0.0.1
+            raise ValueError(host)
         address = ipaddress.IPv4Address(host)
     except ValueError:
         return f"host must be a literal IPv4 address, got {host!r:.60}"
-    if address.is_multicast or address.is_unspecified or address == BROADCAST:
+    if address.is_multicast or address.is_reserved or address.packed[0] == 0:
         return f"host {host} is not a unicast address"
+    if address.is_link_local:
+        # 169.254.169.254 and its like: metadata services the relay would reach from the host.
+        return f"host {host} is a link-local address"
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         return f"port must be 1-65535, got {port!r:.20}"
     if destination.get("protocol", "tcp") not in relay.PROTOCOLS:
         return f"protocol must be tcp or udp, got {destination.get('protocol')!r:.20}"
     return None
-
-
-BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 def _granted_devices(manifest, grants):
