@@ -357,11 +357,18 @@ def read_request(server):
 async def measure(port, make_request, arguments):
     connections = await open_all(arguments.connections, port, client_context())
     results = Results()
+    started = trio.current_time()
     if arguments.rate:
         await open_loop(connections, make_request, arguments.seconds, arguments.rate, results)
     else:
         await closed_loop(connections, make_request, arguments.seconds, results)
-    return results.summary(arguments.seconds)
+    summary = results.summary(arguments.seconds)
+    if arguments.rate:
+        # Open loop: the last answer may come long after the last request was due, so
+        # the rate served is the answers over the time until the last one, not the rate asked.
+        summary["offered_per_second"] = arguments.rate
+        summary["per_second"] = round(summary["requests"] / (trio.current_time() - started), 1)
+    return summary
 
 
 WRK_SCRIPT = """
