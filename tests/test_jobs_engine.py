@@ -1,5 +1,7 @@
 """The job service and engine against a real store: hand-out, leases, retries, restarts."""
 
+import json
+
 import pytest
 import trio
 
@@ -250,6 +252,40 @@ async def test_destructive_job_is_not_retried_by_itself(store):
     await jobs.report_job_result(store, machine, job["id"], "failed", "mdadm: no disks", {})
 
     assert (await jobs.get_job(store, job["id"]))["state"] == "failed"
+
+
+async def test_sandbox_refusals_reported_by_the_agent_are_audited(store):
+    machine = await add_machine(store, state="ready")
+    job = await create(store, machine, "raid")
+    await jobs.next_job_for_machine(store, machine, 0)
+    # What bootos/agent/raid.py reports when the sandbox refused a system call.
+    refusal = {"by": "seccomp", "syscall": "mount", "args": [0, 0, 0, 0, 0, 0]}
+    data = {"sandbox": {"reason": None, "refusals": [refusal], "exit_code": 0}}
+
+    await jobs.report_job_result(store, machine, job["id"], "succeeded", "array made", data)
+
+    found = await query(
+        store,
+        "SELECT actor, result, details FROM audit_events"
+        " WHERE action = 'provider.refusal' AND resource_id = ?",
+        job["id"],
+    )
+    assert len(found) == 1
+    actor, result, details = found[0]
+    assert (actor, result) == (f"machine:{machine}", "denied")
+    assert json.loads(details)["refusals"] == [refusal]
+
+
+async def test_a_result_without_refusals_writes_no_refusal_event(store):
+    machine = await add_machine(store, state="ready")
+    job = await create(store, machine, "raid")
+    await jobs.next_job_for_machine(store, machine, 0)
+    data = {"sandbox": {"reason": None, "refusals": [], "exit_code": 0}}
+
+    await jobs.report_job_result(store, machine, job["id"], "succeeded", "array made", data)
+
+    sql = "SELECT COUNT(*) FROM audit_events WHERE action = 'provider.refusal'"
+    assert await query(store, sql) == [(0,)]
 
 
 async def test_timeout_ends_a_running_job(store):

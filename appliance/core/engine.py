@@ -297,7 +297,29 @@ def _report_audited(conn, machine_id, job_id, status, message, data, backoff, wh
         source=source,
         details={"reported": status, "state": job["state"], "message": message[:200]},
     )
+    _audit_sandbox_refusals(conn, machine_id, job_id, data, where)
     return job
+
+
+def _audit_sandbox_refusals(conn, machine_id, job_id, data, where):
+    """What the provider sandbox refused in BootOS (bootos/agent/raid.py reports it
+    under data["sandbox"]["refusals"]) becomes one audit event, as on the appliance."""
+    sandbox = data.get("sandbox") if isinstance(data, dict) else None
+    refusals = sandbox.get("refusals") if isinstance(sandbox, dict) else None
+    if not isinstance(refusals, list) or not refusals:
+        return
+    trace_id, source = where
+    audit.record(
+        conn,
+        actor=f"machine:{machine_id}",
+        action="provider.refusal",
+        resource_type="job",
+        resource_id=job_id,
+        result="denied",
+        trace_id=trace_id,
+        source=source,
+        details={"job_id": job_id, "refusals": refusals[:50]},
+    )
 
 
 def _report(conn, machine_id, job_id, status, message, data, backoff):
