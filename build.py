@@ -143,7 +143,8 @@ def bootos_sources_newer(outputs):
 
 
 def pytest_run(args, marker):
-    cmd = [VENV_PYTHON, "-m", "pytest", "-m", marker, *args]
+    # -rs: the reason of every skip (the corpus beside the checkout, for one) in the summary.
+    cmd = [VENV_PYTHON, "-m", "pytest", "-m", marker, "-rs", *args]
     print(f"==> pytest -m '{marker}' {' '.join(args)}", flush=True)
     code = subprocess.run([str(c) for c in cmd], cwd=REPO).returncode
     if code == 5:

@@ -107,9 +107,20 @@ def _bring_up(repo, lab, specs):
     print(f"admin token:              {lab.token}")
     print("try it:")
     print(f'  curl -sk -H "Authorization: Bearer {lab.token}" {base}/api/v1/machines')
+    print("the lab appliance's data directory and settings, for `cloudboot` commands:")
+    data, config = _relative(lab.data_dir), _relative(lab.config_path)
+    print("  .venv/bin/cloudboot token issue --role operator --user alice \\")
+    print(f"      --data-dir {data} --config {config}")
     print("the API is described in docs/api.md; take the lab down with:")
     print("  python3 build.py lab --down")
     return 0 if all(not p.problems for p in lab.progress.values()) else 1
+
+
+def _relative(path):
+    try:
+        return Path(path).relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def _print_table(lab):

@@ -15,7 +15,14 @@ def _rows(conn, query, args=()):
     return conn.execute(query, args).fetchall()
 
 
+async def first_start(data_dir):
+    """The database as `cloudboot serve` leaves it: token issue needs an existing one."""
+    store = await Store.open(data_dir / auth.DATABASE_FILE)
+    await store.close()
+
+
 async def test_cli_issue_makes_the_admin_and_a_working_token(nursery, tmp_path):
+    await first_start(tmp_path)
     # The real command, as a technician types it.
     done = await trio.run_process(
         [
@@ -46,6 +53,7 @@ async def test_cli_issue_makes_the_admin_and_a_working_token(nursery, tmp_path):
 
 
 async def test_only_the_hash_of_a_token_is_stored(tmp_path):
+    await first_start(tmp_path)
     token = await trio.to_thread.run_sync(auth.issue_token_cli, tmp_path, "admin", "root-ops")
     store = await Store.open(tmp_path / auth.DATABASE_FILE)
     rows = await store.read(_rows, "SELECT token_hash FROM api_tokens")
@@ -58,6 +66,7 @@ async def test_only_the_hash_of_a_token_is_stored(tmp_path):
 
 
 def test_cli_refuses_a_role_that_does_not_match_the_user(tmp_path):
+    trio.run(first_start, tmp_path)
     auth.issue_token_cli(tmp_path, "viewer", "vera")
     with pytest.raises(auth.AuthError, match="has role 'viewer'"):
         auth.issue_token_cli(tmp_path, "admin", "vera")
@@ -201,6 +210,7 @@ async def test_user_creation_refuses_bad_names_and_roles(nursery, tmp_path):
 
 
 async def test_the_cli_reports_a_role_mismatch_without_a_traceback(tmp_path):
+    await first_start(tmp_path)
     command = [
         sys.executable,
         "-m",

@@ -10,7 +10,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+import trio
 
+from appliance.store import Store
 from tests.conftest import REPO
 
 
@@ -117,8 +119,34 @@ def test_not_permitted_to_bind():
     assert_one_line_error(result, "not permitted to bind port 80/tcp")
 
 
+def test_commands_beside_the_appliance_refuse_a_data_dir_without_its_database(tmp_path):
+    # A forgotten or mistyped --data-dir must not become a new, empty appliance whose
+    # tokens work nowhere (the default /var/lib/cloudboot, for one).
+    data = tmp_path / "nowhere" / "data"
+    for command in (
+        ("token", "issue", "--role", "admin"),
+        ("backup", "create"),
+        ("audit", "query"),
+    ):
+        result = cloudboot(*command, "--data-dir", str(data))
+        assert_one_line_error(result, "no appliance database")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def first_start(data):
+    """The database as `cloudboot serve` leaves it after its first start."""
+
+    async def make():
+        store = await Store.open(data / "cloudboot.db")
+        await store.close()
+
+    data.mkdir(mode=0o700)
+    trio.run(make)
+
+
 def test_audit_and_backup_commands_on_a_fresh_data_dir(tmp_path):
     data = tmp_path / "data"
+    first_start(data)
     issued = cloudboot("token", "issue", "--role", "admin", "--data-dir", str(data))
     assert issued.returncode == 0, issued.stderr
 

@@ -122,6 +122,7 @@ async def _write_restore_event(store, name, details):
 
 async def _open_store(data_dir, settings):
     try:
-        return await Store.open(Path(data_dir) / backups.DATABASE_FILE, settings.store)
+        path = Path(data_dir) / backups.DATABASE_FILE
+        return await Store.open(path, settings.store, create=False)
     except (StoreError, SchemaError) as e:
         raise BackupError(str(e)) from None

@@ -229,7 +229,7 @@ def _trusted_key(data_dir):
 
 async def _with_store(data_dir, settings, fn, *args):
     try:
-        store = await Store.open(Path(data_dir) / DATABASE_FILE, settings.store)
+        store = await Store.open(Path(data_dir) / DATABASE_FILE, settings.store, create=False)
     except (StoreError, SchemaError) as e:
         raise AuditCliError(str(e)) from None
     try:

@@ -394,7 +394,7 @@ async def _issue_token_cli(path, role, user, ttl_days):
 
     minted = new_token()
     try:
-        store = await Store.open(path)
+        store = await Store.open(path, create=False)
     except (StoreError, SchemaError) as e:
         # Shown to the technician as one line by the CLI, not as a traceback.
         raise AuthError(500, "store_unavailable", str(e)) from None

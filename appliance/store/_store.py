@@ -78,10 +78,19 @@ class Store:
         self.writes_committed = 0
 
     @classmethod
-    async def open(cls, path, settings=None):
-        """Open (or create) the database, apply migrations and start the writer task."""
+    async def open(cls, path, settings=None, *, create=True):
+        """Open (or create) the database, apply migrations and start the writer task.
+
+        Commands run beside the appliance pass create=False: a mistyped or forgotten
+        --data-dir must be an error, not a new, empty appliance whose tokens work nowhere.
+        """
         settings = settings or StoreSettings()
         path = Path(path)
+        if not create and not path.exists():
+            raise StoreError(
+                f"no appliance database at {str(path)!r}: give the appliance's data directory "
+                "with --data-dir (`cloudboot serve` makes the database at its first start)"
+            )
         try:
             parts = await trio.to_thread.run_sync(_open_sync, path, settings)
         except (apsw.CorruptError, apsw.NotADBError) as e:
