@@ -273,6 +273,17 @@ def other_routes(Route):
             headers=agent,
         ),
         Route(
+            "GET",
+            "/api/v1/agent/jobs/{job_id}/provider",
+            "The imported RAID package the running raid job names, checked again now "
+            "(X-CloudBoot-Package-SHA256; 403 provider_refused)",
+            "agent",
+            "agent",
+            {200: "media:application/octet-stream"},
+            (404, 409, 426),
+            headers=agent,
+        ),
+        Route(
             "GET", "/api/v1/auth/whoami", "Who this token is", "viewer", "auth", {200: "Principal"}
         ),
         Route("GET", "/api/v1/users", "List users", "admin", "auth", {200: "UserList"}),

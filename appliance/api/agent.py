@@ -6,7 +6,8 @@ yet), so it is accepted only from the PXE networks
 rate-limited per source address. Every other call carries the agent token
 from registration, which reaches only its own machine. Every call carries the
 protocol version header (appliance/proto/agent.py). Job work is delegated to
-appliance.core.engine; this module never decides what a job may do.
+appliance.core.engine, and an imported RAID package's checks to
+appliance/core/_agent_packages.py; this module never decides what a job may do.
 """
 
 import functools
@@ -50,6 +51,7 @@ def register_routes(router, app):
         ("GET", "/api/v1/agent/jobs/next", handlers.next_job),
         ("POST", "/api/v1/agent/jobs/{job_id}/events", handlers.events),
         ("POST", "/api/v1/agent/jobs/{job_id}/result", handlers.result),
+        ("GET", "/api/v1/agent/jobs/{job_id}/provider", handlers.provider_package),
     ]
     for method, pattern, handler in routes:
         router.add(method, pattern, translate_errors(handler))
@@ -161,3 +163,24 @@ class _Handlers:
             request.client[0] if request.client else None,
         )
         return Response(204)
+
+    async def provider_package(self, request):
+        """The imported RAID package the agent's running raid job names, checked just now."""
+        check_protocol(request)
+        principal = await auth.authorize(self.store, request, "agent")
+
+        from appliance.core import _agent_packages as packages
+
+        blob, sha256 = await packages.package_for_agent(
+            self.store,
+            self.settings,
+            principal.machine_id,
+            request.path_params["job_id"],
+            request.trace_id,
+            request.client[0] if request.client else None,
+        )
+        headers = [
+            ("content-type", "application/octet-stream"),
+            (packages.SHA256_HEADER.lower(), sha256),
+        ]
+        return Response(200, headers, blob)

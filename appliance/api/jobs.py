@@ -34,13 +34,21 @@ class _Handlers:
     def __init__(self, app):
         self.store = app.store
         self.job_settings = app.settings.jobs
+        self.data_dir = app.settings.server.data_dir
 
     async def create(self, request):
         actor = await require(request, self.store, "operator")
         body = json_body(request)
         key = request.headers.get("idempotency-key")
         job, created = await jobs.create_job(
-            self.store, actor, body, key, self.job_settings, request.trace_id, source_of(request)
+            self.store,
+            actor,
+            body,
+            key,
+            self.job_settings,
+            request.trace_id,
+            source_of(request),
+            data_dir=self.data_dir,
         )
         headers = [("location", f"/api/v1/jobs/{job['id']}")]
         return Response.json(job, status=201 if created else 200, headers=headers)

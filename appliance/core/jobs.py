@@ -122,15 +122,27 @@ def request_hash(fields):
 
 
 async def create_job(
-    store, actor, body, idempotency_key=None, job_settings=None, trace_id=None, source="api"
+    store,
+    actor,
+    body,
+    idempotency_key=None,
+    job_settings=None,
+    trace_id=None,
+    source="api",
+    data_dir=None,
 ):
     """Create a job from a request body. Returns (job, created).
 
     `created` is False when an earlier request with the same idempotency key
-    and the same body made the job.
+    and the same body made the job. A raid job's provider must be built in or
+    imported into `data_dir` (None: nothing is imported).
     """
     job_settings = job_settings or JobSettings()
     fields = parse_create_request(body, job_settings)
+    if fields["kind"] == "raid":
+        from appliance.core import _agent_packages
+
+        _agent_packages.check_provider_named(fields["params"], data_dir)
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise JobError(
             400,

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 USER_AGENT = "cloudboot-agent/1"
 # Head-room over the server-side long-poll wait before the read is given up.
 POLL_GRACE_SECONDS = 15
+# appliance/core/_agent_packages.py: the package route's digest header, and its 403 codes
+# that refuse the package (the token is still good).
+PACKAGE_SHA256_HEADER = "X-CloudBoot-Package-SHA256"
+PROVIDER_REFUSALS = ("provider_refused", "job_not_yours")
 
 
 class AgentClientError(Exception):
@@ -94,7 +98,7 @@ class PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 
 class AgentClient:
-    """The four agent calls of docs/architecture.md, "Agent protocol"."""
+    """The agent calls of docs/architecture.md, "Agent protocol", and the provider download."""
 
     def __init__(self, url, pin, timeout=10.0, connection_class=PinnedHTTPSConnection):
         parts = urllib.parse.urlsplit(url)
@@ -141,7 +145,18 @@ class AgentClient:
         body = {"status": status, "message": message, "data": data or {}}
         self._call("POST", f"/api/v1/agent/jobs/{_quote(job_id)}/result", body)
 
-    def _call(self, method, path, body, auth=True, timeout=None):
+    def provider_package(self, job_id):
+        """(package bytes, the SHA-256 hex the appliance sent with them) for a raid job
+        naming an imported provider; the caller compares the two before using the bytes."""
+        path = f"/api/v1/agent/jobs/{_quote(job_id)}/provider"
+        headers = {**self._headers(True), "Accept": "application/octet-stream"}
+        status, raw, answer_headers = self._exchange("GET", path, None, headers, self.timeout)
+        if status != 200:
+            _check_status(status, raw, refusals=PROVIDER_REFUSALS)
+            raise Rejected(status, "bad_answer", f"provider package answer {status}")
+        return raw, answer_headers.get(PACKAGE_SHA256_HEADER.lower(), "")
+
+    def _headers(self, auth):
         headers = {
             protocol.PROTOCOL_HEADER: str(protocol.CURRENT_VERSION),
             "User-Agent": USER_AGENT,
@@ -149,20 +164,26 @@ class AgentClient:
         }
         if auth:
             headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def _call(self, method, path, body, auth=True, timeout=None):
+        headers = self._headers(auth)
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
 
-        status, raw = self._exchange(method, path, payload, headers, timeout or self.timeout)
+        status, raw, _ = self._exchange(method, path, payload, headers, timeout or self.timeout)
         return status, _check_status(status, raw)
 
     def _exchange(self, method, path, payload, headers, timeout):
+        """(status, body, {lower-case header name: value})."""
         connection = self._connection_class(self.host, self.port, self.pin, timeout)
         try:
             connection.request(method, path, body=payload, headers=headers)
             response = connection.getresponse()
-            return response.status, response.read()
+            answer_headers = {name.lower(): value for name, value in response.getheaders()}
+            return response.status, response.read(), answer_headers
         except PinMismatch:
             raise
         except ssl.SSLError as e:
@@ -175,7 +196,9 @@ class AgentClient:
             connection.close()
 
 
-def _check_status(status, raw):
+def _check_status(status, raw, refusals=()):
+    """The JSON answer of a success; else the error class for the status. A 403 whose code
+    is in `refusals` refuses this one request (Rejected), not the agent's token."""
     answer = _json_or_none(raw)
     if status < 400:
         return answer
@@ -185,7 +208,7 @@ def _check_status(status, raw):
     message = (error or {}).get("message") or raw[:200].decode("utf-8", "replace")
     if status == 426:
         raise ProtocolMismatch(message)
-    if status in (401, 403) and code != "registration_not_allowed":
+    if status in (401, 403) and code != "registration_not_allowed" and code not in refusals:
         raise Unauthorized(f"appliance answered {status} {code}: {message}")
     if status == 429 or status >= 500:
         raise Unreachable(f"appliance answered {status} {code}: {message}")

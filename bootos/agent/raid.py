@@ -13,19 +13,34 @@ the job before anything runs ("capability not granted"), because the provider co
 do its work without it. The provider runs in a worker thread through
 providers.sandbox.runner; this thread posts its progress as job events, a heartbeat at
 least every HEARTBEAT_SECONDS (the job's lease), and sets the run's cancel flag when the
-appliance answers that the job was cancelled. This module must never run a provider
-outside the sandbox, and never grant what the job did not ask for.
+appliance answers that the job was cancelled.
+
+A provider this BootOS does not ship is a vendor package imported on the appliance
+(issues 5 and 6): the agent downloads it for this job (GET .../jobs/{id}/provider, where
+the appliance checks signature, trust and licence again just before answering), refuses
+it unless the bytes hash to the SHA-256 the appliance sent and decode as a package of
+kind raid with that name, unpacks it into a fresh directory under the runtime root and
+removes that directory after the run. Such a package gets at most IMPORTED_POLICY. This
+module must never run a provider outside the sandbox, and never grant what the job did
+not ask for.
 """
 
+import hashlib
+import hmac
 import logging
 import os
 import queue
 import re
+import secrets
+import shutil
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 
+from bootos.agent.client import AgentClientError
 from providers import manifest as manifests
+from providers import package as packages
 from providers import protocol
 from providers.sandbox import runner
 
@@ -40,6 +55,10 @@ POLICY = {
     "mdadm": frozenset({"CAP_SYS_ADMIN"}),
     "megaraid": frozenset({"CAP_SYS_ADMIN", "CAP_SYS_RAWIO"}),
 }
+# The ceiling for any imported (vendor) RAID package, whatever its name: what a RAID tool
+# needs to drive a controller or md (ioctls behind CAP_SYS_ADMIN, raw SCSI passthrough
+# behind CAP_SYS_RAWIO), never more. The job's allow and the manifest must ask as well.
+IMPORTED_POLICY = frozenset({"CAP_SYS_ADMIN", "CAP_SYS_RAWIO"})
 # Kernel modules a provider's tool needs, loaded by the agent before the run: the sandbox
 # refuses module loading, and /init loads only drivers for devices that announce a
 # modalias, which md's personalities do not.
@@ -112,11 +131,18 @@ def grants_for(found, allow, policy=POLICY):
 class RaidRunner:
     """Runs one raid job's provider; the Runtime hands it the job and its event poster."""
 
-    def __init__(self, providers_dir=PROVIDERS_DIR, settings=None, policy=POLICY, modprobe=None):
+    def __init__(
+        self, providers_dir=PROVIDERS_DIR, settings=None, policy=POLICY, modprobe=None, fetch=None
+    ):
         self.providers_dir = providers_dir
         self.settings = settings or runner.SandboxSettings(runtime_root=RUNTIME_ROOT)
         self.policy = policy
         self.modprobe = modprobe or _modprobe
+        # fetch(job_id) -> (package bytes, sha256 hex): AgentClient.provider_package.
+        self.fetch = fetch
+
+    def shipped(self, name):
+        return os.path.isdir(os.path.join(self.providers_dir, name))
 
     def load(self, name):
         directory = os.path.join(self.providers_dir, name)
@@ -137,16 +163,65 @@ class RaidRunner:
         """(status, message, data) for the job. post_event(lines, progress) may raise
         the Runtime's JobStopped, which cancels the run and is raised again here."""
         name, request, allow = check_params(job.get("params"))
-        directory, found = self.load(name)
-        grants = grants_for(found, allow, self.policy)
-        self._load_modules(found.name)
-        provider_request = protocol.make_request(
-            request["action"], request.get("params", {}), job_id=job["id"]
-        )
-        post_event([f"provider {found.name} {found.version}: {request['action']}"], None)
-        result = self._run_in_thread(directory, found, provider_request, grants, post_event,
-                                     heartbeat_seconds)  # fmt: skip
+        with self._provider(name, job["id"]) as (directory, found, policy):
+            grants = grants_for(found, allow, policy)
+            self._load_modules(found.name)
+            provider_request = protocol.make_request(
+                request["action"], request.get("params", {}), job_id=job["id"]
+            )
+            post_event([f"provider {found.name} {found.version}: {request['action']}"], None)
+            result = self._run_in_thread(directory, found, provider_request, grants, post_event,
+                                         heartbeat_seconds)  # fmt: skip
         return result.status, result.message, _data(result, grants)
+
+    @contextmanager
+    def _provider(self, name, job_id):
+        """(directory, manifest, policy): the shipped provider, else the downloaded one."""
+        if self.shipped(name) or self.fetch is None:
+            directory, found = self.load(name)
+            yield directory, found, self.policy
+            return
+        package = self._download(name, job_id)
+        root = os.path.abspath(self.settings.runtime_root)
+        os.makedirs(root, mode=0o711, exist_ok=True)
+        # Fresh per run and readable by the sandbox's own uid; removed whatever happens.
+        directory = os.path.join(root, f"pkg-{name}-{secrets.token_hex(4)}")
+        try:
+            packages.unpack(package, directory)
+            found = manifests.load(directory)
+        except (OSError, ValueError) as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise RaidJobError(f"provider {name}: cannot unpack the package: {exc}") from None
+        try:
+            yield directory, found, {found.name: IMPORTED_POLICY}
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _download(self, name, job_id):
+        """The imported package for this job, refused unless it is what the appliance sent."""
+        try:
+            blob, declared = self.fetch(job_id)
+        except AgentClientError as exc:
+            raise RaidJobError(f"provider {name}: not shipped in this BootOS, and {exc}") from None
+        actual = hashlib.sha256(blob).hexdigest()
+        # As bytes: compare_digest refuses str with non-ASCII, which a header may carry.
+        said = str(declared).strip().lower().encode("utf-8", "replace")
+        if not hmac.compare_digest(actual.encode(), said):
+            raise RaidJobError(
+                f"provider {name}: the package download hashes to sha256 {actual}, "
+                f"the appliance sent {str(declared)[:80]!r}; refusing to run it"
+            )
+        try:
+            package = packages.decode(blob)
+        except packages.PackageError as exc:
+            raise RaidJobError(f"provider {name}: the download is not a package: {exc}") from None
+        found = package.manifest
+        if found.name != name or found.kind != "raid":
+            raise RaidJobError(
+                f"provider {name}: the appliance sent {found.kind} provider {found.name}"
+            )
+        log.info("provider %s %s downloaded (sha256 %s)", name, found.version, actual)
+        return package
 
     def _load_modules(self, name):
         modules = KERNEL_MODULES.get(name, ())

@@ -342,7 +342,7 @@ class Runtime:
         """A RAID provider in the sandbox (bootos/agent/raid.py); its events keep the lease."""
         from bootos.agent import raid
 
-        runner = self.raid or raid.RaidRunner()
+        runner = self.raid or raid.RaidRunner(fetch=self.client.provider_package)
 
         def post(lines, progress):
             self.job_event_lines(job, lines, progress)

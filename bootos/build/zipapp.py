@@ -23,6 +23,7 @@ PACKAGE_INITS = (
     "appliance/__init__.py",
     "providers/__init__.py",
     "providers/manifest.py",
+    "providers/package.py",
     "providers/protocol.py",
 )
 # The built-in providers BootOS ships (bootos/agent/raid.py runs them).
