@@ -452,6 +452,16 @@ def only_version(data_dir, name) -> str:
     return paths[0].name
 
 
+def check_imported_for_job(data_dir, name, *, licensee, actor, audit=None) -> Checked:
+    """check_before_run on the one imported version of NAME, as a job names it (no version).
+
+    ProviderStoreError when it is not imported or has several versions; ProviderRefused
+    (already audited) when a check fails.
+    """
+    version = only_version(data_dir, name)
+    return check_before_run(data_dir, name, version, licensee=licensee, actor=actor, audit=audit)
+
+
 @contextmanager
 def unpacked_for_run(checked: Checked, runtime_root):
     """A fresh copy of the checked package under the runtime root, removed afterwards.

@@ -112,14 +112,8 @@ def _checked_blob(settings, name, context, findings):
     """In a worker thread: the stored package's bytes once every check passed again."""
     data_dir, actor = settings.server.data_dir, context["actor"]
     try:
-        version = provider_store.only_version(data_dir, name)
-        checked = provider_store.check_before_run(
-            data_dir,
-            name,
-            version,
-            licensee=settings.server.licensee,
-            actor=actor,
-            audit=findings,
+        checked = provider_store.check_imported_for_job(
+            data_dir, name, licensee=settings.server.licensee, actor=actor, audit=findings
         )
     except provider_store.ProviderRefused as e:
         # check_before_run audited it; the job id goes with the refusal as well.
@@ -131,7 +125,7 @@ def _checked_blob(settings, name, context, findings):
         _ran(findings, context, name, "denied", {"reason": "not_imported", "message": str(e)})
         raise JobError(404, "provider_not_imported", str(e)) from None
 
-    resource = f"{name}/{version}"
+    resource = f"{name}/{checked.version}"
     kind = checked.package.manifest.kind
     if kind != "raid":
         # A BMC package would be given the BMC's password on the appliance, never in BootOS.

@@ -55,14 +55,8 @@ def package_for_run(settings, name, actor, findings, runtime_root):
     """(directory, manifest) of a fresh, checked copy of imported package `name`."""
     data_dir = settings.server.data_dir
     try:
-        version = provider_store.only_version(data_dir, name)
-        checked = provider_store.check_before_run(
-            data_dir,
-            name,
-            version,
-            licensee=settings.server.licensee,
-            actor=actor,
-            audit=findings,
+        checked = provider_store.check_imported_for_job(
+            data_dir, name, licensee=settings.server.licensee, actor=actor, audit=findings
         )
     except provider_store.ProviderRefused as e:
         # check_before_run audited it (provider.run, denied).
@@ -74,7 +68,7 @@ def package_for_run(settings, name, actor, findings, runtime_root):
     kind = checked.package.manifest.kind
     if kind != "bmc":
         message = f"provider {name} is a {kind} provider, not a BMC one"
-        _denied(findings, actor, f"{name}/{version}", "wrong_kind", message)
+        _denied(findings, actor, f"{name}/{checked.version}", "wrong_kind", message)
         raise Refused("wrong_kind", message)
     with ExitStack() as stack:
         try:
